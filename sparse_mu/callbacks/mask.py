@@ -1,0 +1,62 @@
+"""Keeps pruned weights exactly zero through any training loop."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from sparse_mu.pruning import Mask
+
+
+class MaskEnforcer(Callback):
+    """Masks gradients after every backward pass, and re-zeroes the pruned weights and their
+    optimiser state (momentum, Adam moments) after every step, at every epoch's end (one-shot
+    methods update there) and when training ends.
+
+    Weight decay and momentum would otherwise move pruned weights. Attached by the pipeline
+    whenever a mask exists; not a config option.
+    """
+
+    def __init__(self, mask: Mask):
+        self.mask = mask
+        self._params: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = pl_module.net
+        self.mask.validate(net)
+        pairs = list(self.mask.pairs(net))
+        self._params = [p for p, _ in pairs]
+        self._masks = [m.to(p.device, p.dtype) for p, m in pairs]
+        self._zero_weights()
+
+    @torch.no_grad()
+    def _zero_weights(self) -> None:
+        if self._params:
+            torch._foreach_mul_(self._params, self._masks)
+
+    @torch.no_grad()
+    def _zero_state(self, trainer: L.Trainer) -> None:
+        for opt in trainer.optimizers:
+            for p, m in zip(self._params, self._masks, strict=True):
+                for v in opt.state.get(p, {}).values():
+                    if torch.is_tensor(v) and v.shape == p.shape:
+                        v.mul_(m)
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if grads:
+            masks = [m for p, m in zip(self._params, self._masks, strict=True) if p.grad is not None]
+            with torch.no_grad():
+                torch._foreach_mul_(grads, masks)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._zero_weights()
+        self._zero_state(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._zero_weights()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._zero_weights()

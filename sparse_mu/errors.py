@@ -1,0 +1,15 @@
+"""The one exception type for bad user input."""
+
+
+class ConfigError(ValueError):
+    """A setting has a value the framework cannot use.
+
+    The message names the setting (as typed on the command line) and what is allowed, so
+    `run.py` can print it as a single line instead of a traceback.
+    """
+
+
+def check(condition: bool, key: str, allowed: str, got: object) -> None:
+    """Raise `ConfigError` for setting `key` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key} must be {allowed}; got {got!r}")

@@ -1,0 +1,62 @@
+"""UA, RA, TA and MIA of one model for one forget set; gaps to Retrain; Disparity Average."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sparse_mu.data import ForgetSet, ImageData
+from sparse_mu.metrics.accuracy import accuracy, predict
+from sparse_mu.metrics.mia import mia_efficacy, mia_privacy
+
+GAP_KEYS = ("UA", "RA", "TA", "MIA_efficacy")
+
+
+def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, batch_size: int = 1024,
+             device: torch.device | str = "cpu", mia_features=("confidence",), privacy: bool = False) -> dict:
+    """All evaluation metrics (percent) of `net`, with eval transforms.
+
+    UA = 100 - Acc(D_f); RA = Acc(D_r); TA = Acc(test) (class-wise: without the class, whose own
+    test accuracy is `TA_forgotten_class`); MIA_efficacy with the confidence feature (plus
+    `MIA_efficacy_<feature>` for other features asked for), MIA_privacy if `privacy`.
+    """
+    net = net.to(device)
+
+    def outputs(idx: torch.Tensor):
+        return predict(net, data.loader(idx, batch_size=batch_size, train=False, device=device))
+
+    train_p, train_y = outputs(data.train)
+    test_p, test_y = outputs(data.test)
+    row = torch.full((len(data.y),), -1, dtype=torch.long)
+    row[data.train] = torch.arange(len(data.train))
+    f_rows, r_rows = row[forget.forget], row[forget.retain]
+    forget_out = (train_p[f_rows], train_y[f_rows])
+    retain_out = (train_p[r_rows], train_y[r_rows])
+    keep = torch.ones(len(test_y), dtype=torch.bool) if forget.class_idx is None else test_y != forget.class_idx
+    test_out = (test_p[keep], test_y[keep])
+    m = {
+        "UA": 100.0 - accuracy(*forget_out),
+        "RA": accuracy(*retain_out),
+        "TA": accuracy(*test_out),
+    }
+    if forget.class_idx is not None:
+        m["TA_forgotten_class"] = accuracy(test_p[~keep], test_y[~keep])
+    for i, name in enumerate(mia_features):
+        key = "MIA_efficacy" if i == 0 else f"MIA_efficacy_{name}"
+        m[key] = mia_efficacy(retain_out, test_out, forget_out, seed, name)
+    if privacy:
+        m["MIA_privacy"] = mia_privacy(retain_out, test_out, seed, mia_features[0])
+    return m
+
+
+def gaps(metrics: dict, reference: dict) -> dict:
+    """Signed gap to the Retrain reference per metric (method minus Retrain)."""
+    return {k: metrics[k] - reference[k] for k in GAP_KEYS}
+
+
+def disparity_average(gap: dict) -> float:
+    """Mean |gap| over UA, MIA-Efficacy, RA and TA (lower is closer to Retrain)."""
+    values = [abs(gap[k]) for k in GAP_KEYS if not math.isnan(gap[k])]
+    return sum(values) / len(values) if values else float("nan")

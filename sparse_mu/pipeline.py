@@ -1,0 +1,373 @@
+"""The run: data split -> base model -> pruned model -> forget set -> unlearning -> evaluation.
+
+Every stage is a function of its config and the stages before it. The base model, the pruned
+model and the Retrain reference are cached (`sparse_mu.cache`) under a hash of exactly those
+inputs, so a sweep trains each base model once and computes each Retrain reference once per
+(mask, forget set, seed). The unlearning run itself is the experiment and always runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sparse_mu.cache import (
+    Artifact,
+    ArtifactCache,
+    load_tensors,
+    save_tensors,
+    stable_hash,
+    write_json,
+)
+from sparse_mu.callbacks import MaskEnforcer, StageTimer
+from sparse_mu.config import build
+from sparse_mu.data import ForgetSet, ImageData, prepare
+from sparse_mu.errors import ConfigError
+from sparse_mu.metrics import GAP_KEYS, accuracy, disparity_average, evaluate, gaps, predict
+from sparse_mu.pruning import BaseWeights, Dense, Mask, Pruner, weight_sparsity
+from sparse_mu.unlearn import Unlearner, UnlearnTask
+
+log = logging.getLogger("sparse_mu")
+
+State = dict[str, torch.Tensor]
+# Settings that change how a loop is run or shown, not what it computes: left out of cache keys.
+_OPERATIONAL = {
+    "trainer": {"_target_", "accelerator", "enable_progress_bar", "enable_model_summary",
+                "enable_checkpointing", "log_every_n_steps", "num_sanity_val_steps",
+                "default_root_dir", "benchmark"},
+    "dataset": {"root", "download", "path"},
+}
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def _without(node, group: str) -> dict:
+    return {k: v for k, v in _plain(node).items() if k not in _OPERATIONAL.get(group, ())}
+
+
+def _cpu_state(net: nn.Module) -> State:
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def choices(cfg: DictConfig) -> dict[str, str]:
+    """The option chosen in each config group (class names when run outside Hydra)."""
+    if HydraConfig.initialized():
+        picked = HydraConfig.get().runtime.choices
+        return {g: str(picked.get(g)) for g in ("dataset", "arch", "train", "pruner", "unlearner", "forget")}
+    return {g: cfg[g]["_target_"].rsplit(".", 1)[-1].lower()
+            for g in ("dataset", "arch", "train", "pruner", "unlearner", "forget")}
+
+
+def pick_device(cfg: DictConfig) -> torch.device:
+    """Where evaluation runs: the GPU when the trainer may use one."""
+    accel = str(cfg.trainer.get("accelerator", "auto"))
+    if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+@dataclass
+class Job:
+    """One run's inputs, resolved and validated."""
+
+    cfg: DictConfig
+    out_dir: Path
+    data: ImageData
+    forget: ForgetSet
+    pruner: Pruner
+    cache: ArtifactCache
+    device: torch.device
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    @property
+    def eval_batch_size(self) -> int:
+        """eval.batch_size, or by device: CPU inference is fastest with small batches."""
+        return int(self.cfg.eval.batch_size or (1024 if self.device.type == "cuda" else 128))
+
+    def make_net(self) -> nn.Module:
+        """The architecture, initialised from the job's seed (the same init every time)."""
+        torch.manual_seed(self.seed)
+        return build(self.cfg.arch, num_classes=self.data.num_classes,
+                           in_channels=self.data.in_channels, image_size=self.data.image_size)
+
+    def fit(self, module: L.LightningModule, stage: str, mask: Mask | None, logger: Logger | bool) -> float:
+        """Train `module` with the configured trainer and callbacks; returns the loop's seconds.
+
+        The mask-enforcing callback is attached whenever there is a mask.
+        """
+        timer = StageTimer()
+        callbacks = [build(c) for c in self.cfg.callbacks.values() if c is not None]
+        callbacks.append(timer)
+        if mask is not None:
+            callbacks.append(MaskEnforcer(mask))
+        trainer = build(self.cfg.trainer, max_epochs=module.epochs, callbacks=callbacks, logger=logger)
+        module.stage = stage
+        trainer.fit(module)
+        return timer.seconds
+
+    def train_profile(self, net: nn.Module) -> L.LightningModule:
+        return build(self.cfg.train, net=net, data=self.data, indices=self.data.train, seed=self.seed)
+
+    def unlearner(self, node: DictConfig, net: nn.Module, task: UnlearnTask) -> Unlearner:
+        return build(node, net=net, task=task, seed=self.seed)
+
+    def quick_accuracy(self, net: nn.Module) -> dict:
+        """Accuracy on D, validation and test: how well a trained model fits."""
+        out = {}
+        for name, idx in (("train_acc", self.data.train), ("val_acc", self.data.val), ("test_acc", self.data.test)):
+            loader = self.data.loader(idx, batch_size=self.eval_batch_size, train=False, device=self.device)
+            out[name] = accuracy(*predict(net.to(self.device), loader))
+        return out
+
+
+def setup(cfg: DictConfig, out_dir: Path) -> Job:
+    """Instantiate and check every component before any training: bad input fails here."""
+    L.seed_everything(int(cfg.seed), verbose=False)
+    source = build(cfg.dataset)
+    pruner = build(cfg.pruner)
+    forget_spec = build(cfg.forget)
+    data = prepare(source)
+    forget = forget_spec.select(data)
+    if len(forget.forget) == 0 or len(forget.retain) == 0:
+        raise ConfigError(f"forget: the forget set has {len(forget.forget)} and the retain set "
+                          f"{len(forget.retain)} samples; both must be non-empty")
+    job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), pick_device(cfg))
+    net = job.make_net()
+    job.train_profile(net)
+    init = _cpu_state(net)
+    task = UnlearnTask(data, forget, None, BaseWeights(init, init, init))
+    job.unlearner(cfg.unlearner, job.make_net(), task)
+    if cfg.eval.retrain_reference:
+        job.unlearner(cfg.reference, job.make_net(), task)
+    return job
+
+
+# -- stages ----------------------------------------------------------------------------------
+
+def data_key(job: Job) -> dict:
+    return {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
+
+
+def base_stage(job: Job) -> tuple[Artifact, BaseWeights]:
+    """The dense model trained on D with the training profile (cached)."""
+    inputs = {"data": data_key(job), "arch": _plain(job.cfg.arch), "train": _plain(job.cfg.train),
+              "trainer": _without(job.cfg.trainer, "trainer"), "seed": job.seed}
+
+    def make(work: Path) -> dict:
+        L.seed_everything(job.seed, verbose=False)
+        net = job.make_net()
+        init = _cpu_state(net)
+        module = job.train_profile(net)
+        seconds = job.fit(module, "base", None, CSVLogger(work, name="logs", version=""))
+        save_tensors(init, work / "init.pt")
+        save_tensors(module.rewind_state, work / "rewind.pt")
+        save_tensors(_cpu_state(net), work / "final.pt")
+        return {"train_seconds": seconds, **job.quick_accuracy(net)}
+
+    art = job.cache.get_or_build("base", inputs, make)
+    base = BaseWeights(*(load_tensors(art.file(f)) for f in ("init.pt", "rewind.pt", "final.pt")))
+    return art, base
+
+
+def prune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifact | None, State, Mask | None]:
+    """The pruner's weights and mask (cached; dense returns the base model)."""
+    if isinstance(job.pruner, Dense):
+        return None, base.final, None
+    inputs = {"base": base_art.key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train)}
+
+    def make(work: Path) -> dict:
+        rounds = []
+
+        def train(start: State, mask: Mask) -> State:
+            L.seed_everything(job.seed, verbose=False)
+            net = job.make_net()
+            net.load_state_dict(start)
+            module = job.train_profile(net)
+            logger = CSVLogger(work, name="logs", version=f"round{len(rounds)}")
+            rounds.append(job.fit(module, f"prune {len(rounds) + 1}", mask, logger))
+            return _cpu_state(net)
+
+        state, mask = job.pruner.prune(job.make_net(), base, train)
+        save_tensors(state, work / "model.pt")
+        mask.save(work / "mask.pt")
+        net = job.make_net()
+        net.load_state_dict(state)
+        return {"train_seconds": sum(rounds), "sparsity": weight_sparsity(net),
+                "layer_sparsity": mask.layer_report(), **job.quick_accuracy(net)}
+
+    art = job.cache.get_or_build("prune", inputs, make)
+    return art, load_tensors(art.file("model.pt")), Mask.load(art.file("mask.pt"))
+
+
+def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
+            stage: str, logger: Logger | bool) -> tuple[nn.Module, float, dict]:
+    """Run one unlearner from `state`; returns the net, the loop's seconds and its settings."""
+    L.seed_everything(job.seed, verbose=False)
+    net = job.make_net()
+    net.load_state_dict(state)
+    module = job.unlearner(node, net, UnlearnTask(job.data, job.forget, mask, base))
+    seconds = job.fit(module, stage, mask, logger)
+    return net, seconds, module.settings()
+
+
+def metrics_of(job: Job, net: nn.Module) -> dict:
+    ev = job.cfg.eval
+    return evaluate(net, job.data, job.forget, seed=job.seed, batch_size=job.eval_batch_size,
+                    device=job.device, mia_features=tuple(ev.mia_features), privacy=bool(ev.mia_privacy))
+
+
+def forget_key(forget: ForgetSet) -> str:
+    return stable_hash(forget.to_json())
+
+
+def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights) -> Artifact:
+    """Retrain on D_r with the same model, mask, forget set and seed (cached)."""
+    inputs = {"pruned": pruned_key, "reference": _plain(job.cfg.reference), "forget": forget_key(job.forget),
+              "trainer": _without(job.cfg.trainer, "trainer"), "seed": job.seed}
+
+    def make(work: Path) -> dict:
+        logger = CSVLogger(work, name="logs", version="")
+        net, seconds, settings = unlearn(job, job.cfg.reference, state, mask, base, "retrain reference", logger)
+        save_tensors(_cpu_state(net), work / "model.pt")
+        return {"metrics": {**metrics_of(job, net), "RTE_s": seconds}, "settings": settings}
+
+    return job.cache.get_or_build("reference", inputs, make)
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+def job_loggers(job: Job) -> list[Logger]:
+    """The configured loggers (CSV, W&B, ...) writing into the run directory."""
+    names = choices(job.cfg)
+    loggers = []
+    for key, node in job.cfg.logger.items():
+        if node is None:
+            continue
+        if node._target_.endswith("WandbLogger"):
+            tags = [f"{g}={v}" for g, v in names.items()] + [f"seed={job.seed}"]
+            name = f"{names['unlearner']}-{names['pruner']}-{names['forget']}-s{job.seed}"
+            loggers.append(build(node, save_dir=str(job.out_dir), name=node.get("name") or name,
+                                       tags=tags, config=OmegaConf.to_container(job.cfg, resolve=True)))
+        else:
+            loggers.append(build(node, save_dir=str(job.out_dir)))
+        log.debug("logger %s -> %s", key, type(loggers[-1]).__name__)
+    return loggers
+
+
+def finish_loggers(loggers: list[Logger], metrics: dict, status: str) -> None:
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    for name in ("retrain", "gap", "original"):
+        flat.update({f"{name}/{k}": v for k, v in (metrics.get(name) or {}).items() if isinstance(v, (int, float))})
+    for lg in loggers:
+        if metrics:
+            lg.log_metrics({f"final/{k}": v for k, v in flat.items()})
+            if isinstance(lg, WandbLogger):
+                lg.experiment.summary.update(flat)
+        lg.finalize(status)
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish(exit_code=0 if status == "success" else 1)
+
+
+def quiet_libraries() -> None:
+    """Keep the console for our progress and results, not library chatter."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Run one job end to end; writes config, indices and metrics.json into `out_dir`."""
+    start = time.time()
+    quiet_libraries()
+    out_dir = Path(out_dir)
+    job = setup(cfg, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(out_dir / "forget_indices.json", job.forget.to_json())
+    write_json(out_dir / "split_indices.json", {k: getattr(job.data, k).tolist() for k in ("train", "val", "test")})
+    log.info("data: %s, |D|=%d (forget %d, retain %d), val %d, test %d, device %s", job.data.name,
+             len(job.data.train), len(job.forget.forget), len(job.forget.retain), len(job.data.val),
+             len(job.data.test), device_name(job.device))
+
+    base_art, base = base_stage(job)
+    prune_art, state, mask = prune_stage(job, base_art, base)
+    pruned_key = prune_art.key if prune_art else base_art.key
+    reference = None
+    if cfg.eval.retrain_reference:
+        reference = reference_stage(job, pruned_key, state, mask, base)
+
+    original = job.make_net()
+    original.load_state_dict(state)
+    original_metrics = metrics_of(job, original)
+
+    loggers = job_loggers(job)
+    metrics: dict = {}
+    try:
+        if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference):
+            log.info("unlearner: identical to the Retrain reference; reusing it (RTE from its build)")
+            net = job.make_net()
+            net.load_state_dict(load_tensors(reference.file("model.pt")))
+            seconds, settings = reference.meta["metrics"]["RTE_s"], reference.meta["settings"]
+        else:
+            net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn", loggers or False)
+        metrics = assemble(job, net, seconds, settings, original_metrics, reference, pruned_key, base_art)
+        metrics["wall_s"] = round(time.time() - start, 3)
+        write_json(out_dir / "metrics.json", metrics)
+    finally:
+        finish_loggers(loggers, metrics, "success" if metrics else "failed")
+    return metrics
+
+
+def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original: dict,
+             reference: Artifact | None, pruned_key: str, base_art: Artifact) -> dict:
+    cfg = job.cfg
+    m = metrics_of(job, net)
+    ref = reference.meta["metrics"] if reference is not None else None
+    gap = gaps(m, ref) if ref else None
+    net.cpu()
+    names = choices(cfg)
+    identity = {k: _plain(cfg[k]) if isinstance(cfg[k], DictConfig) else cfg[k]
+                for k in ("dataset", "arch", "train", "pruner", "unlearner", "forget", "seed")}
+    return {
+        **m,
+        "RTE_s": round(seconds, 4),
+        "sparsity": 100.0 * weight_sparsity(net),
+        "disparity_avg": disparity_average(gap) if gap else None,
+        "retrain": {k: ref[k] for k in (*GAP_KEYS, "RTE_s")} if ref else None,
+        "gap": gap,
+        "original": {k: original[k] for k in GAP_KEYS},
+        "config_hash": stable_hash(identity),
+        "device": device_name(job.device),
+        "seed": job.seed,
+        **{k: names[k] for k in ("dataset", "arch", "pruner", "unlearner")},
+        "forget": names["forget"],
+        "forget_size": len(job.forget.forget),
+        "class_idx": job.forget.class_idx,
+        "target_sparsity": 100.0 * float(getattr(job.pruner, "sparsity", 0.0)),
+        "hparams": settings,
+        "artifacts": {"base": base_art.key, "pruned": pruned_key, "reference": reference.key if reference else None},
+    }

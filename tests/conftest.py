@@ -1,0 +1,36 @@
+"""Shared fixtures: compose configs with Hydra's compose API; tiny, fast settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+CIFAR_SMALL = ROOT.parent / "shared" / "data" / "cifar10_small.npz"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# Short schedules: seconds per run on two CPU cores, still long enough to fit digits.
+TINY = [
+    "train.epochs=6", "train.rewind_epoch=1", "unlearner.epochs=2", "reference.epochs=6",
+    "logger=csv", "callbacks.progress.interactive=false",
+]
+
+
+def compose_cfg(overrides: list[str], tmp: Path | None = None) -> DictConfig:
+    """The run config with `overrides`; cache and outputs under `tmp` if given."""
+    extra = [f"paths.cache_dir={tmp / 'cache'}", f"paths.output_dir={tmp / 'out'}"] if tmp else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="run", overrides=[*extra, *overrides])
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """compose(*overrides) with the TINY settings, cache and outputs in tmp_path."""
+    return lambda *overrides: compose_cfg([*TINY, *overrides], tmp_path)

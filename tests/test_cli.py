@@ -1,0 +1,39 @@
+"""Bad input: one clear message naming the setting, exit code 1, no results written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+CASES = {
+    "unknown option": (["pruner=magic"], "pruner"),
+    "sparsity 1.0": (["pruner.sparsity=1.0"], "pruner.sparsity must be a fraction in [0, 1)"),
+    "class index": (["forget.class_idx=10"], "forget.class_idx must be an integer in [0, 9]"),
+    "forget fraction": (["forget=random", "forget.fraction=1.5"], "forget.fraction must be in (0, 1)"),
+    "missing npz": (["dataset=npz", "dataset.path=nowhere.npz"], "dataset.path must name an existing .npz file"),
+    "malformed npz": (["dataset=npz", "dataset.path={bad}"], "lacks ['x_train', 'y_train']"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_cleanly(case, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pixels=np.zeros((3, 4, 4)))
+    args, message = CASES[case]
+    args = [a.format(bad=bad) for a in args]
+    out_dir = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "run.py", *args, "logger=csv", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert message in text, text
+    assert "Traceback" not in text, text
+    assert not (out_dir / "metrics.json").exists()
+    assert not (tmp_path / "cache").exists()  # nothing was trained or cached
