@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sparse_mu.cache import global_rank
 from sparse_mu.errors import ConfigError
 
 log = logging.getLogger("sparse_mu")
@@ -22,12 +23,14 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def main(cfg: DictConfig) -> dict | None:
     from sparse_mu import pipeline
+    from sparse_mu.devices import gpu_for_job
     from sparse_mu.report import print_run
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     try:
-        metrics = pipeline.run(cfg, out_dir)
+        with gpu_for_job(cfg, hc.job.num if hc.mode == RunMode.MULTIRUN else 0):
+            metrics = pipeline.run(cfg, out_dir)
     except Exception as e:
         (out_dir / "FAILED").write_text(traceback.format_exc())
         if isinstance(e, ConfigError):
@@ -37,8 +40,9 @@ def main(cfg: DictConfig) -> dict | None:
         if hc.mode == RunMode.MULTIRUN:
             return None  # the sweep goes on; the report lists FAILED jobs
         sys.exit(1)
-    print_run(metrics)
-    log.info("results: %s", out_dir / "metrics.json")
+    if global_rank() == 0:  # under DDP every rank runs the job; one reports it
+        print_run(metrics)
+        log.info("results: %s", out_dir / "metrics.json")
     return metrics
 
 

@@ -14,4 +14,4 @@ def build(node: Any, **runtime: Any) -> Any:
     DictConfigs and wrapping the target's own errors; instantiating a partial and calling it
     keeps both intact, so a `ConfigError` reaches the user as is.
     """
-    return instantiate(node, _partial_=True)(**runtime)
+    return instantiate(node, _partial_=True, _convert_="all")(**runtime)

@@ -1,9 +1,11 @@
 """The run: data split -> base model -> pruned model -> forget set -> unlearning -> evaluation.
 
 Every stage is a function of its config and the stages before it. The base model, the pruned
-model and the Retrain reference are cached (`sparse_mu.cache`) under a hash of exactly those
-inputs, so a sweep trains each base model once and computes each Retrain reference once per
-(mask, forget set, seed). The unlearning run itself is the experiment and always runs.
+model, the original model's metrics and the Retrain reference are cached (`sparse_mu.cache`)
+under a hash of exactly those inputs, so a sweep trains each base model once and computes each
+Retrain reference once per (mask, forget set, seed). The unlearning run itself is the
+experiment and always runs. Every training loop checkpoints each epoch and an interrupted run
+resumes from its last checkpoint when rerun.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from torch import nn
 from sparse_mu.cache import (
     Artifact,
     ArtifactCache,
+    global_rank,
     load_tensors,
     save_tensors,
     stable_hash,
     write_json,
 )
-from sparse_mu.callbacks import MaskEnforcer, StageTimer
+from sparse_mu.callbacks import LastCheckpoint, MaskEnforcer, StageTimer
 from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError
@@ -41,12 +44,13 @@ from sparse_mu.unlearn import Unlearner, UnlearnTask
 log = logging.getLogger("sparse_mu")
 
 State = dict[str, torch.Tensor]
+GROUPS = ("dataset", "arch", "train", "pruner", "unlearner", "forget")
 # Settings that change how a loop is run or shown, not what it computes: left out of cache keys.
 _OPERATIONAL = {
     "trainer": {"_target_", "accelerator", "enable_progress_bar", "enable_model_summary",
                 "enable_checkpointing", "log_every_n_steps", "num_sanity_val_steps",
                 "default_root_dir", "benchmark"},
-    "dataset": {"root", "download", "path"},
+    "dataset": {"root", "download", "path", "num_workers"},
 }
 
 
@@ -66,9 +70,8 @@ def choices(cfg: DictConfig) -> dict[str, str]:
     """The option chosen in each config group (class names when run outside Hydra)."""
     if HydraConfig.initialized():
         picked = HydraConfig.get().runtime.choices
-        return {g: str(picked.get(g)) for g in ("dataset", "arch", "train", "pruner", "unlearner", "forget")}
-    return {g: cfg[g]["_target_"].rsplit(".", 1)[-1].lower()
-            for g in ("dataset", "arch", "train", "pruner", "unlearner", "forget")}
+        return {g: str(picked.get(g)) for g in GROUPS}
+    return {g: cfg[g]["_target_"].rsplit(".", 1)[-1].lower() for g in GROUPS}
 
 
 def pick_device(cfg: DictConfig) -> torch.device:
@@ -110,21 +113,29 @@ class Job:
         """The architecture, initialised from the job's seed (the same init every time)."""
         torch.manual_seed(self.seed)
         return build(self.cfg.arch, num_classes=self.data.num_classes,
-                           in_channels=self.data.in_channels, image_size=self.data.image_size)
+                     in_channels=self.data.in_channels, image_size=self.data.image_size)
 
-    def fit(self, module: L.LightningModule, stage: str, mask: Mask | None, logger: Logger | bool) -> float:
+    def fit(self, module: L.LightningModule, stage: str, mask: Mask | None, logger: Logger | bool,
+            ckpt_dir: Path | None = None) -> float:
         """Train `module` with the configured trainer and callbacks; returns the loop's seconds.
 
-        The mask-enforcing callback is attached whenever there is a mask.
+        The mask-enforcing callback is attached whenever there is a mask. With `ckpt_dir`, the
+        loop saves `last.ckpt` there every `checkpoint_every` epochs and resumes from it.
         """
         timer = StageTimer()
         callbacks = [build(c) for c in self.cfg.callbacks.values() if c is not None]
         callbacks.append(timer)
         if mask is not None:
             callbacks.append(MaskEnforcer(mask))
+        resume = None
+        every = int(self.cfg.checkpoint_every)
+        if ckpt_dir is not None and every > 0:
+            saver = LastCheckpoint(ckpt_dir, every)
+            callbacks.append(saver)
+            resume = saver.path if saver.path.is_file() else None
         trainer = build(self.cfg.trainer, max_epochs=module.epochs, callbacks=callbacks, logger=logger)
         module.stage = stage
-        trainer.fit(module)
+        trainer.fit(module, ckpt_path=resume, weights_only=True)
         return timer.seconds
 
     def train_profile(self, net: nn.Module) -> L.LightningModule:
@@ -141,6 +152,16 @@ class Job:
             out[name] = accuracy(*predict(net.to(self.device), loader))
         return out
 
+    def metrics(self, net: nn.Module) -> dict:
+        ev = self.cfg.eval
+        return evaluate(net, self.data, self.forget, seed=self.seed, batch_size=self.eval_batch_size,
+                        device=self.device, mia_features=tuple(ev.mia_features), privacy=bool(ev.mia_privacy))
+
+    def net_with(self, state: State) -> nn.Module:
+        net = self.make_net()
+        net.load_state_dict(state)
+        return net
+
 
 def setup(cfg: DictConfig, out_dir: Path) -> Job:
     """Instantiate and check every component before any training: bad input fails here."""
@@ -153,6 +174,8 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     if len(forget.forget) == 0 or len(forget.retain) == 0:
         raise ConfigError(f"forget: the forget set has {len(forget.forget)} and the retain set "
                           f"{len(forget.retain)} samples; both must be non-empty")
+    if int(cfg.checkpoint_every) < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0 (0 = no checkpoints); got {cfg.checkpoint_every}")
     job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), pick_device(cfg))
     net = job.make_net()
     job.train_profile(net)
@@ -166,21 +189,18 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
 
 # -- stages ----------------------------------------------------------------------------------
 
-def data_key(job: Job) -> dict:
-    return {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
-
-
 def base_stage(job: Job) -> tuple[Artifact, BaseWeights]:
     """The dense model trained on D with the training profile (cached)."""
-    inputs = {"data": data_key(job), "arch": _plain(job.cfg.arch), "train": _plain(job.cfg.train),
+    data_key = {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
+    inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "train": _plain(job.cfg.train),
               "trainer": _without(job.cfg.trainer, "trainer"), "seed": job.seed}
 
-    def make(work: Path) -> dict:
+    def make(work: Path, ckpt: Path) -> dict:
         L.seed_everything(job.seed, verbose=False)
         net = job.make_net()
         init = _cpu_state(net)
         module = job.train_profile(net)
-        seconds = job.fit(module, "base", None, CSVLogger(work, name="logs", version=""))
+        seconds = job.fit(module, "base", None, CSVLogger(work, name="logs", version=""), ckpt)
         save_tensors(init, work / "init.pt")
         save_tensors(module.rewind_state, work / "rewind.pt")
         save_tensors(_cpu_state(net), work / "final.pt")
@@ -197,23 +217,30 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifa
         return None, base.final, None
     inputs = {"base": base_art.key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train)}
 
-    def make(work: Path) -> dict:
-        rounds = []
+    def make(work: Path, ckpt: Path) -> dict:
+        rounds: list[float] = []
 
         def train(start: State, mask: Mask) -> State:
+            # Each training run (an IMP round) is kept, so a resumed build skips finished rounds.
+            done = work / f"round{len(rounds)}.pt"
+            if done.is_file():
+                rounds.append(0.0)
+                return load_tensors(done)
             L.seed_everything(job.seed, verbose=False)
-            net = job.make_net()
-            net.load_state_dict(start)
+            net = job.net_with(start)
             module = job.train_profile(net)
             logger = CSVLogger(work, name="logs", version=f"round{len(rounds)}")
-            rounds.append(job.fit(module, f"prune {len(rounds) + 1}", mask, logger))
-            return _cpu_state(net)
+            rounds.append(job.fit(module, f"prune {len(rounds) + 1}", mask, logger, ckpt / f"round{len(rounds)}"))
+            state = _cpu_state(net)
+            save_tensors(state, done)
+            return state
 
         state, mask = job.pruner.prune(job.make_net(), base, train)
+        for done in work.glob("round*.pt"):
+            done.unlink()
         save_tensors(state, work / "model.pt")
         mask.save(work / "mask.pt")
-        net = job.make_net()
-        net.load_state_dict(state)
+        net = job.net_with(state)
         return {"train_seconds": sum(rounds), "sparsity": weight_sparsity(net),
                 "layer_sparsity": mask.layer_report(), **job.quick_accuracy(net)}
 
@@ -221,37 +248,42 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifa
     return art, load_tensors(art.file("model.pt")), Mask.load(art.file("mask.pt"))
 
 
-def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
-            stage: str, logger: Logger | bool) -> tuple[nn.Module, float, dict]:
-    """Run one unlearner from `state`; returns the net, the loop's seconds and its settings."""
-    L.seed_everything(job.seed, verbose=False)
-    net = job.make_net()
-    net.load_state_dict(state)
-    module = job.unlearner(node, net, UnlearnTask(job.data, job.forget, mask, base))
-    seconds = job.fit(module, stage, mask, logger)
-    return net, seconds, module.settings()
-
-
-def metrics_of(job: Job, net: nn.Module) -> dict:
-    ev = job.cfg.eval
-    return evaluate(net, job.data, job.forget, seed=job.seed, batch_size=job.eval_batch_size,
-                    device=job.device, mia_features=tuple(ev.mia_features), privacy=bool(ev.mia_privacy))
-
-
 def forget_key(forget: ForgetSet) -> str:
     return stable_hash(forget.to_json())
 
 
+def eval_key(job: Job) -> dict:
+    return {"eval": _plain(job.cfg.eval), "forget": forget_key(job.forget), "seed": job.seed}
+
+
+def original_stage(job: Job, pruned_key: str, state: State) -> dict:
+    """Metrics of the model before unlearning (cached: the MIA fits are not free)."""
+    def make(work: Path, ckpt: Path) -> dict:
+        return {"metrics": job.metrics(job.net_with(state))}
+
+    return job.cache.get_or_build("original", {"pruned": pruned_key, **eval_key(job)}, make).meta["metrics"]
+
+
+def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
+            stage: str, logger: Logger | bool, ckpt: Path | None) -> tuple[nn.Module, float, dict]:
+    """Run one unlearner from `state`; returns the net, the loop's seconds and its settings."""
+    L.seed_everything(job.seed, verbose=False)
+    net = job.net_with(state)
+    module = job.unlearner(node, net, UnlearnTask(job.data, job.forget, mask, base))
+    seconds = job.fit(module, stage, mask, logger, ckpt)
+    return net, seconds, module.settings()
+
+
 def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights) -> Artifact:
     """Retrain on D_r with the same model, mask, forget set and seed (cached)."""
-    inputs = {"pruned": pruned_key, "reference": _plain(job.cfg.reference), "forget": forget_key(job.forget),
-              "trainer": _without(job.cfg.trainer, "trainer"), "seed": job.seed}
+    inputs = {"pruned": pruned_key, "reference": _plain(job.cfg.reference),
+              "trainer": _without(job.cfg.trainer, "trainer"), **eval_key(job)}
 
-    def make(work: Path) -> dict:
+    def make(work: Path, ckpt: Path) -> dict:
         logger = CSVLogger(work, name="logs", version="")
-        net, seconds, settings = unlearn(job, job.cfg.reference, state, mask, base, "retrain reference", logger)
+        net, seconds, settings = unlearn(job, job.cfg.reference, state, mask, base, "retrain reference", logger, ckpt)
         save_tensors(_cpu_state(net), work / "model.pt")
-        return {"metrics": {**metrics_of(job, net), "RTE_s": seconds}, "settings": settings}
+        return {"metrics": {**job.metrics(net), "RTE_s": seconds}, "settings": settings}
 
     return job.cache.get_or_build("reference", inputs, make)
 
@@ -262,22 +294,25 @@ def job_loggers(job: Job) -> list[Logger]:
     """The configured loggers (CSV, W&B, ...) writing into the run directory."""
     names = choices(job.cfg)
     loggers = []
-    for key, node in job.cfg.logger.items():
+    for node in job.cfg.logger.values():
         if node is None:
             continue
-        if node._target_.endswith("WandbLogger"):
-            tags = [f"{g}={v}" for g, v in names.items()] + [f"seed={job.seed}"]
-            name = f"{names['unlearner']}-{names['pruner']}-{names['forget']}-s{job.seed}"
-            loggers.append(build(node, save_dir=str(job.out_dir), name=node.get("name") or name,
-                                       tags=tags, config=OmegaConf.to_container(job.cfg, resolve=True)))
-        else:
+        if not node._target_.endswith("WandbLogger"):
             loggers.append(build(node, save_dir=str(job.out_dir)))
-        log.debug("logger %s -> %s", key, type(loggers[-1]).__name__)
+            continue
+        tags = [f"{g}={v}" for g, v in names.items()] + [f"seed={job.seed}"]
+        group = node.get("group")
+        if group is None and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+            group = Path(HydraConfig.get().sweep.dir).name  # one W&B group per sweep
+        name = node.get("name") or f"{names['unlearner']}-{names['pruner']}-{names['forget']}-s{job.seed}"
+        loggers.append(build(node, save_dir=str(job.out_dir), name=name, group=group, tags=tags,
+                             config=OmegaConf.to_container(job.cfg, resolve=True)))
     return loggers
 
 
 def finish_loggers(loggers: list[Logger], metrics: dict, status: str) -> None:
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    """Final metrics and the results table to every logger; W&B is finished either way."""
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for name in ("retrain", "gap", "original"):
         flat.update({f"{name}/{k}": v for k, v in (metrics.get(name) or {}).items() if isinstance(v, (int, float))})
     for lg in loggers:
@@ -285,6 +320,9 @@ def finish_loggers(loggers: list[Logger], metrics: dict, status: str) -> None:
             lg.log_metrics({f"final/{k}": v for k, v in flat.items()})
             if isinstance(lg, WandbLogger):
                 lg.experiment.summary.update(flat)
+                rows = [[k, metrics["original"].get(k), metrics.get(k), (metrics["retrain"] or {}).get(k),
+                         (metrics["gap"] or {}).get(k)] for k in GAP_KEYS]
+                lg.log_table("results", columns=["metric", "original", "unlearned", "retrain", "gap"], data=rows)
         lg.finalize(status)
     if any(isinstance(lg, WandbLogger) for lg in loggers):
         import wandb
@@ -297,18 +335,24 @@ def quiet_libraries() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Run one job end to end; writes config, indices and metrics.json into `out_dir`."""
+    """Run one job end to end; writes config, indices and metrics.json into `out_dir`.
+
+    Under multi-process data parallelism every rank runs this; only rank 0 writes outputs.
+    """
     start = time.time()
     quiet_libraries()
     out_dir = Path(out_dir)
     job = setup(cfg, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    write_json(out_dir / "forget_indices.json", job.forget.to_json())
-    write_json(out_dir / "split_indices.json", {k: getattr(job.data, k).tolist() for k in ("train", "val", "test")})
+    rank0 = global_rank() == 0
+    if rank0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(out_dir / "forget_indices.json", job.forget.to_json())
+        write_json(out_dir / "split_indices.json", {k: getattr(job.data, k).tolist() for k in ("train", "val", "test")})
     log.info("data: %s, |D|=%d (forget %d, retain %d), val %d, test %d, device %s", job.data.name,
              len(job.data.train), len(job.forget.forget), len(job.forget.retain), len(job.data.val),
              len(job.data.test), device_name(job.device))
@@ -316,27 +360,26 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     base_art, base = base_stage(job)
     prune_art, state, mask = prune_stage(job, base_art, base)
     pruned_key = prune_art.key if prune_art else base_art.key
-    reference = None
-    if cfg.eval.retrain_reference:
-        reference = reference_stage(job, pruned_key, state, mask, base)
+    reference = reference_stage(job, pruned_key, state, mask, base) if cfg.eval.retrain_reference else None
+    original = original_stage(job, pruned_key, state)
 
-    original = job.make_net()
-    original.load_state_dict(state)
-    original_metrics = metrics_of(job, original)
-
-    loggers = job_loggers(job)
+    loggers = job_loggers(job) if rank0 else []
     metrics: dict = {}
     try:
         if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference):
             log.info("unlearner: identical to the Retrain reference; reusing it (RTE from its build)")
-            net = job.make_net()
-            net.load_state_dict(load_tensors(reference.file("model.pt")))
+            net = job.net_with(load_tensors(reference.file("model.pt")))
             seconds, settings = reference.meta["metrics"]["RTE_s"], reference.meta["settings"]
         else:
-            net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn", loggers or False)
-        metrics = assemble(job, net, seconds, settings, original_metrics, reference, pruned_key, base_art)
+            inputs = {"pruned": pruned_key, "unlearner": _plain(cfg.unlearner),
+                      "trainer": _without(cfg.trainer, "trainer"), **eval_key(job)}
+            with job.cache.scratch("unlearn", inputs) as ckpt:
+                net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn",
+                                                 loggers or False, ckpt)
+        metrics = assemble(job, net, seconds, settings, original, reference, pruned_key, base_art)
         metrics["wall_s"] = round(time.time() - start, 3)
-        write_json(out_dir / "metrics.json", metrics)
+        if rank0:
+            write_json(out_dir / "metrics.json", metrics)
     finally:
         finish_loggers(loggers, metrics, "success" if metrics else "failed")
     return metrics
@@ -344,14 +387,14 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 
 def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original: dict,
              reference: Artifact | None, pruned_key: str, base_art: Artifact) -> dict:
+    """The metrics.json record of one run."""
     cfg = job.cfg
-    m = metrics_of(job, net)
+    m = job.metrics(net)
     ref = reference.meta["metrics"] if reference is not None else None
     gap = gaps(m, ref) if ref else None
     net.cpu()
     names = choices(cfg)
-    identity = {k: _plain(cfg[k]) if isinstance(cfg[k], DictConfig) else cfg[k]
-                for k in ("dataset", "arch", "train", "pruner", "unlearner", "forget", "seed")}
+    identity = {k: _plain(cfg[k]) for k in GROUPS} | {"seed": job.seed}
     return {
         **m,
         "RTE_s": round(seconds, 4),
@@ -363,8 +406,7 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         "config_hash": stable_hash(identity),
         "device": device_name(job.device),
         "seed": job.seed,
-        **{k: names[k] for k in ("dataset", "arch", "pruner", "unlearner")},
-        "forget": names["forget"],
+        **{k: names[k] for k in ("dataset", "arch", "pruner", "unlearner", "forget")},
         "forget_size": len(job.forget.forget),
         "class_idx": job.forget.class_idx,
         "target_sparsity": 100.0 * float(getattr(job.pruner, "sparsity", 0.0)),

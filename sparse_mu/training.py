@@ -117,3 +117,9 @@ class Classifier(TrainLoop):
     def on_train_end(self):
         if self.rewind_state is None:
             self._snapshot()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rewind_state"] = self.rewind_state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.rewind_state = checkpoint.get("rewind_state")

@@ -23,6 +23,15 @@ class MaskEnforcer(Callback):
         self._params: list[torch.Tensor] = []
         self._masks: list[torch.Tensor] = []
 
+    def state_dict(self) -> dict:
+        return {"mask": self.mask.tensors}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict["mask"]
+        if saved.keys() != self.mask.tensors.keys() or any(
+                not torch.equal(saved[k].cpu(), v.cpu()) for k, v in self.mask.tensors.items()):
+            raise RuntimeError("the checkpoint being resumed was written with a different mask")
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = pl_module.net
         self.mask.validate(net)

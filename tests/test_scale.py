@@ -1,0 +1,118 @@
+"""Sweeps and scale: shared cache across processes, failed jobs, GPU pinning, W&B, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sparse_mu import pipeline
+from sparse_mu.cache import ArtifactCache
+from sparse_mu.devices import claim_gpu, gpu_for_job
+from tests.conftest import ROOT, TINY, compose_cfg
+
+
+def _build_once(root: str, log: str) -> str:
+    def make(work: Path, ckpt: Path) -> dict:
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(1.0)  # long enough that the other process arrives while this one builds
+        (work / "w.txt").write_text("weights")
+        return {}
+
+    art = ArtifactCache(root).get_or_build("base", {"x": 1}, make)
+    return (art.path / "w.txt").read_text()
+
+
+def test_two_processes_build_an_artifact_once(tmp_path):
+    log = tmp_path / "builds.log"
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(_build_once, [(str(tmp_path / "cache"), str(log))] * 2)
+    assert results == ["weights", "weights"]
+    assert log.read_text().count("built") == 1
+    assert not list((tmp_path / "cache" / "base").glob("*.partial"))
+
+
+def test_gpu_claims_are_distinct(tmp_path):
+    a, lock_a = claim_gpu(2, start=0, lock_dir=tmp_path)
+    b, lock_b = claim_gpu(2, start=0, lock_dir=tmp_path)  # GPU 0 is taken: gets the other one
+    assert {a, b} == {0, 1}
+    lock_a.release()
+    c, lock_c = claim_gpu(2, start=1, lock_dir=tmp_path, poll_s=0.01)
+    assert c == a  # the freed GPU
+    lock_b.release()
+    lock_c.release()
+
+
+def test_gpu_for_job_only_pins_single_device_jobs(tmp_path, monkeypatch):
+    monkeypatch.setattr("sparse_mu.devices.LOCK_DIR", tmp_path)
+    cfg = compose_cfg(["trainer.accelerator=gpu"])
+    with gpu_for_job(cfg, job_num=3, count=1) as gpu:
+        assert gpu is None  # one GPU: nothing to choose
+    ddp = compose_cfg(["trainer=ddp", "trainer.accelerator=gpu"])
+    with gpu_for_job(ddp, job_num=3, count=4) as gpu:
+        assert gpu is None  # DDP uses every device itself
+    monkeypatch.setattr("sparse_mu.devices.claim_gpu", lambda count, start, **_: (start % count, type("L", (), {"release": lambda self: None})()))
+    with gpu_for_job(cfg, job_num=3, count=2) as gpu:
+        assert gpu == 1 and list(cfg.trainer.devices) == [1]
+
+
+def test_failed_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", *TINY,
+         "pruner=dense", "unlearner=ft,retrain", "forget.class_idx=1,99",
+         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a job failed: the sweep says so
+    finished = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    failed = sorted(p.parent.name for p in sweep.glob("*/FAILED"))
+    assert len(finished) == 2 and len(failed) == 2
+    assert all("forget.class_idx must be an integer in [0, 9]" in (sweep / f / "FAILED").read_text() for f in failed)
+    report = (sweep / "report.md").read_text()
+    assert "Failed runs (2)" in report and "forget.class_idx=99" in report
+    # two parallel jobs needed the same base model: it was built once
+    assert len(list((tmp_path / "cache" / "base").glob("*/meta.json"))) == 1
+
+
+def test_wandb_offline_run(tmp_path, monkeypatch):
+    import wandb
+
+    finished = []
+    real_finish = wandb.finish
+    monkeypatch.setattr(wandb, "finish", lambda exit_code=None, **k: finished.append(exit_code) or real_finish(exit_code=exit_code))
+    cfg = compose_cfg([*TINY, "logger=default", "logger.wandb.group=g1", "pruner=dense"], tmp_path)
+    out = tmp_path / "run"
+    m = pipeline.run(cfg, out)
+    assert finished == [0]
+    runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+    assert (out / "csv" / "metrics.csv").read_text().count("final/UA") == 1
+    assert m["UA"] >= 0
+
+
+def test_ddp_on_cpu_two_processes(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "run.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY,
+         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["sparsity"] == pytest.approx(95.0, abs=0.01)
+    assert proc.stdout.count("results:") == 1  # one rank reports
+    cfg = OmegaConf.load(out / "config.yaml")
+    assert cfg.trainer.strategy == "ddp"
+    # each rank takes half of D per epoch: 648 samples, 11 steps of 64 (not 21) per epoch
+    log = next((tmp_path / "cache").glob("base/*/logs/metrics.csv")).read_text().splitlines()
+    last_step = int(log[-1].split(",")[log[0].split(",").index("step")])
+    assert last_step + 1 == 6 * 11
