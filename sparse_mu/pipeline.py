@@ -38,7 +38,15 @@ from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError
 from sparse_mu.metrics import GAP_KEYS, accuracy, disparity_average, evaluate, gaps, predict
-from sparse_mu.pruning import BaseWeights, Dense, Mask, Pruner, weight_sparsity
+from sparse_mu.pruning import (
+    BaseWeights,
+    Dense,
+    Mask,
+    Pruner,
+    classifier_head,
+    layer_sparsity,
+    weight_sparsity,
+)
 from sparse_mu.unlearn import Unlearner, UnlearnTask
 
 log = logging.getLogger("sparse_mu")
@@ -50,7 +58,7 @@ _OPERATIONAL = {
     "trainer": {"_target_", "accelerator", "enable_progress_bar", "enable_model_summary",
                 "enable_checkpointing", "log_every_n_steps", "num_sanity_val_steps",
                 "default_root_dir", "benchmark"},
-    "dataset": {"root", "download", "path", "num_workers"},
+    "dataset": {"root", "download", "path", "workers"},
 }
 
 
@@ -110,10 +118,16 @@ class Job:
         return int(self.cfg.eval.batch_size or (1024 if self.device.type == "cuda" else 128))
 
     def make_net(self) -> nn.Module:
-        """The architecture, initialised from the job's seed (the same init every time)."""
+        """The architecture, initialised from the job's seed (the same init every time).
+
+        `net.input_shape` is the data's (C, H, W): data-free pruners (SynFlow) need it and get
+        nothing else from the data.
+        """
         torch.manual_seed(self.seed)
-        return build(self.cfg.arch, num_classes=self.data.num_classes,
-                     in_channels=self.data.in_channels, image_size=self.data.image_size)
+        c, size = self.data.in_channels, self.data.image_size
+        net = build(self.cfg.arch, num_classes=self.data.num_classes, in_channels=c, image_size=size)
+        net.input_shape = (c, size, size)
+        return net
 
     def fit(self, module: L.LightningModule, stage: str, mask: Mask | None, logger: Logger | bool,
             ckpt_dir: Path | None = None) -> float:
@@ -178,9 +192,11 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
         raise ConfigError(f"checkpoint_every must be >= 0 (0 = no checkpoints); got {cfg.checkpoint_every}")
     job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), pick_device(cfg))
     net = job.make_net()
+    pruner.validate(net)
     job.train_profile(net)
     init = _cpu_state(net)
-    task = UnlearnTask(data, forget, None, BaseWeights(init, init, init))
+    trained = init if pruner.needs_trained_base else None
+    task = UnlearnTask(data, forget, None, BaseWeights(init, trained, trained))
     job.unlearner(cfg.unlearner, job.make_net(), task)
     if cfg.eval.retrain_reference:
         job.unlearner(cfg.reference, job.make_net(), task)
@@ -190,32 +206,43 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
 # -- stages ----------------------------------------------------------------------------------
 
 def base_stage(job: Job) -> tuple[Artifact, BaseWeights]:
-    """The dense model trained on D with the training profile (cached)."""
+    """The dense model trained on D with the training profile (cached).
+
+    Pruners that read only the initial weights (`needs_trained_base = False`: SynFlow, an
+    imported checkpoint) get an artifact with the initial weights alone: no training.
+    """
+    trained = job.pruner.needs_trained_base
     data_key = {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
-    inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "train": _plain(job.cfg.train),
-              "trainer": _without(job.cfg.trainer, "trainer"), "seed": job.seed}
+    inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "seed": job.seed}
+    if trained:
+        inputs |= {"train": _plain(job.cfg.train), "trainer": _without(job.cfg.trainer, "trainer")}
+    else:
+        inputs["init_only"] = True
 
     def make(work: Path, ckpt: Path) -> dict:
         L.seed_everything(job.seed, verbose=False)
         net = job.make_net()
-        init = _cpu_state(net)
+        save_tensors(_cpu_state(net), work / "init.pt")
+        if not trained:
+            return {"trained": False}
         module = job.train_profile(net)
         seconds = job.fit(module, "base", None, CSVLogger(work, name="logs", version=""), ckpt)
-        save_tensors(init, work / "init.pt")
         save_tensors(module.rewind_state, work / "rewind.pt")
         save_tensors(_cpu_state(net), work / "final.pt")
-        return {"train_seconds": seconds, **job.quick_accuracy(net)}
+        return {"trained": True, "train_seconds": seconds, **job.quick_accuracy(net)}
 
     art = job.cache.get_or_build("base", inputs, make)
-    base = BaseWeights(*(load_tensors(art.file(f)) for f in ("init.pt", "rewind.pt", "final.pt")))
-    return art, base
+    files = ("init.pt", "rewind.pt", "final.pt") if trained else ("init.pt",)
+    weights = [load_tensors(art.file(f)) for f in files]
+    return art, BaseWeights(*weights) if trained else BaseWeights(weights[0], None, None)
 
 
 def prune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifact | None, State, Mask | None]:
     """The pruner's weights and mask (cached; dense returns the base model)."""
     if isinstance(job.pruner, Dense):
         return None, base.final, None
-    inputs = {"base": base_art.key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train)}
+    inputs = {"base": base_art.key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train),
+              **job.pruner.inputs()}
 
     def make(work: Path, ckpt: Path) -> dict:
         rounds: list[float] = []
@@ -241,8 +268,8 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifa
         save_tensors(state, work / "model.pt")
         mask.save(work / "mask.pt")
         net = job.net_with(state)
-        return {"train_seconds": sum(rounds), "sparsity": weight_sparsity(net),
-                "layer_sparsity": mask.layer_report(), **job.quick_accuracy(net)}
+        return {"train_seconds": sum(rounds), "sparsity": weight_sparsity(net), "rounds": len(rounds),
+                "layer_sparsity": mask.layer_report(), "head": classifier_head(net), **job.quick_accuracy(net)}
 
     art = job.cache.get_or_build("prune", inputs, make)
     return art, load_tensors(art.file("model.pt")), Mask.load(art.file("mask.pt"))
@@ -399,6 +426,7 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         **m,
         "RTE_s": round(seconds, 4),
         "sparsity": 100.0 * weight_sparsity(net),
+        "layer_sparsity": layer_sparsity(net),
         "disparity_avg": disparity_average(gap) if gap else None,
         "retrain": {k: ref[k] for k in (*GAP_KEYS, "RTE_s")} if ref else None,
         "gap": gap,

@@ -15,8 +15,9 @@ from torch import nn
 
 from sparse_mu.data import ImageData
 from sparse_mu.errors import check
+from sparse_mu.optim import SAM
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "sam")
 SCHEDULES = ("constant", "step", "cosine")
 
 
@@ -25,6 +26,8 @@ class TrainLoop(L.LightningModule):
 
     `schedule`: constant; step (x `gamma` at each fraction of training in `milestones`, the
     paper's 50 % / 75 %); cosine (to zero). `warmup_epochs` ramps the LR up linearly first.
+    `optimizer: sam` is SGD (with `momentum`, `weight_decay`) wrapped in SAM with radius `rho`,
+    adaptive (ASAM) if `adaptive`; `rho` and `adaptive` are ignored by the other optimisers.
     Subclasses define `train_dataloader` and `training_step`.
     """
 
@@ -32,7 +35,7 @@ class TrainLoop(L.LightningModule):
                  momentum: float = 0.9, weight_decay: float = 5e-4, optimizer: str = "sgd",
                  schedule: str = "constant", milestones: tuple[float, ...] = (0.5, 0.75),
                  gamma: float = 0.1, warmup_epochs: int = 0, label_smoothing: float = 0.0,
-                 seed: int = 0, node: str = "unlearner"):
+                 rho: float = 2.0, adaptive: bool = True, seed: int = 0, node: str = "unlearner"):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "task", "data", "indices"])
         check(epochs >= 1, f"{node}.epochs", "an integer >= 1", epochs)
@@ -45,11 +48,13 @@ class TrainLoop(L.LightningModule):
         check(all(0 < m < 1 for m in milestones), f"{node}.milestones", "fractions of training in (0, 1)", milestones)
         check(0 <= label_smoothing < 1, f"{node}.label_smoothing", "in [0, 1)", label_smoothing)
         check(0 <= warmup_epochs < epochs, f"{node}.warmup_epochs", f"in [0, {epochs - 1}]", warmup_epochs)
+        check(rho >= 0, f"{node}.rho", ">= 0", rho)
         self.net = net
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
         self.lr, self.momentum, self.weight_decay, self.optimizer_name = lr, momentum, weight_decay, optimizer
         self.schedule, self.milestones, self.gamma = schedule, tuple(milestones), gamma
         self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
+        self.rho, self.adaptive = rho, adaptive
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -64,6 +69,9 @@ class TrainLoop(L.LightningModule):
         params = [p for p in self.parameters_to_train() if p.requires_grad]
         if self.optimizer_name == "sgd":
             opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "sam":
+            opt = SAM(params, torch.optim.SGD, rho=self.rho, adaptive=self.adaptive, lr=self.lr,
+                      momentum=self.momentum, weight_decay=self.weight_decay)
         else:
             cls = torch.optim.Adam if self.optimizer_name == "adam" else torch.optim.AdamW
             opt = cls(params, lr=self.lr, weight_decay=self.weight_decay)

@@ -15,6 +15,9 @@ CIFAR_SMALL = ROOT.parent / "shared" / "data" / "cifar10_small.npz"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# One intra-op thread (also for the CLI tests' subprocesses): the tests' tensors are tiny, and on a
+# shared 2-core machine OpenMP threads waiting for each other made them up to 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Short schedules: seconds per run on two CPU cores, still long enough to fit digits.
 TINY = [

@@ -13,6 +13,8 @@ from tests.conftest import ROOT
 CASES = {
     "unknown option": (["pruner=magic"], "pruner"),
     "sparsity 1.0": (["pruner.sparsity=1.0"], "pruner.sparsity must be a fraction in [0, 1)"),
+    "imp rate": (["pruner=imp", "pruner.rate=1.2"], "pruner.rate must be in (0, 1); got 1.2"),
+    "arch for the data": (["arch=swin_t"], "arch swin_t (patch_size=2) needs images of at least 16x16 pixels"),
     "class index": (["forget.class_idx=10"], "forget.class_idx must be an integer in [0, 9]"),
     "forget fraction": (["forget=random", "forget.fraction=1.5"], "forget.fraction must be in (0, 1)"),
     "missing npz": (["dataset=npz", "dataset.path=nowhere.npz"], "dataset.path must name an existing .npz file"),

@@ -11,7 +11,7 @@ import torch
 
 from sparse_mu.config import build
 from sparse_mu.data import prepare
-from sparse_mu.pruning import BaseWeights
+from sparse_mu.pruning import BaseWeights, Mask, export_published
 from sparse_mu.unlearn import UnlearnTask
 from tests.conftest import CONF, ROOT, compose_cfg
 
@@ -48,15 +48,26 @@ def test_arch_options(option):
     assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 10) if option != "resnet50" else True
 
 
+def _required(group: str, option: str, tmp_path) -> list[str]:
+    """Settings an option cannot do without (`???`), filled with tiny real values."""
+    if (group, option) != ("pruner", "checkpoint"):
+        return []
+    net = build(compose_cfg([]).arch, num_classes=10, in_channels=1, image_size=8)
+    export_published(net.state_dict(), Mask.ones(net), tmp_path / "published.pth.tar")
+    return [f"pruner.path={tmp_path / 'published.pth.tar'}"]
+
+
 @pytest.mark.parametrize("group", ["train", "pruner", "forget"])
-def test_component_options(group, digits):
+def test_component_options(group, digits, tmp_path):
     for option in options(group):
-        cfg = compose_cfg([f"{group}={option}"])
+        cfg = compose_cfg([f"{group}={option}", *_required(group, option, tmp_path)])
         net = build(cfg.arch, num_classes=10, in_channels=1, image_size=8)
         if group == "train":
             build(cfg.train, net=net, data=digits, indices=digits.train)
         elif group == "pruner":
-            assert 0 <= build(cfg.pruner).sparsity < 1
+            pruner = build(cfg.pruner)
+            assert 0 <= pruner.sparsity < 1
+            pruner.validate(net)
         else:
             fs = build(cfg.forget).select(digits)
             assert len(fs.forget) > 0

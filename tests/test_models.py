@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparse_mu.errors import ConfigError
 from sparse_mu.models import (
     MLP,
     SmallCNN,
@@ -19,9 +20,12 @@ from sparse_mu.models import (
     resnet44s,
     resnet50,
     resnet56s,
+    swin_t,
     vgg16_bn,
+    vit,
 )
 from sparse_mu.pruning import classifier_head as classifier_head_name
+from sparse_mu.pruning import prunable_weights
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "conf" / "arch"
 
@@ -168,3 +172,34 @@ def test_hydra_config_instantiates(name: str) -> None:
     channels, size = (1, 8) if ARCHS[name][2] else (3, 32)
     model = hydra_utils.instantiate(cfg, num_classes=10, in_channels=channels, image_size=size)
     assert classifier_head_name(model) == ARCHS[name][1]
+
+
+TRANSFORMERS: dict[str, tuple[Callable[..., nn.Module], dict, str]] = {
+    "vit": (vit, {"num_layers": 1, "hidden_dim": 32, "mlp_dim": 64, "num_heads": 2}, "heads.head"),
+    "swin_t": (swin_t, {"embed_dim": 12, "depths": (1, 1), "num_heads": (1, 2)}, "head"),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_transformers_shape_head_and_prunable_weights(name: str, channels: int) -> None:
+    ctor, small, head = TRANSFORMERS[name]
+    model = ctor(num_classes=7, in_channels=channels, image_size=16, **small)
+    assert _logits(model, torch.randn(2, channels, 16, 16)).shape == (2, 7)
+    assert classifier_head_name(model) == head
+    assert dict(model.named_parameters())[f"{head}.weight"].abs().sum() > 0  # not zero-initialised
+    names = set(prunable_weights(model))
+    assert f"{head}.weight" not in names
+    assert all(n.endswith(("weight", "in_proj_weight")) for n in names)
+    assert not any(k in n for n in names for k in ("norm", "pos_embedding", "class_token", "bias_table"))
+    if name == "vit":  # the fused q/k/v projection of nn.MultiheadAttention is a Linear weight too
+        assert "encoder.layers.encoder_layer_0.self_attention.in_proj_weight" in names
+
+
+def test_transformer_size_errors() -> None:
+    with pytest.raises(ConfigError, match="swin_t .* at least 16x16"):
+        swin_t(num_classes=10, in_channels=1, image_size=8)
+    with pytest.raises(ConfigError, match="arch.patch_size must divide"):
+        vit(num_classes=10, in_channels=1, image_size=8, patch_size=3)
+    with pytest.raises(ConfigError, match="arch.num_heads"):
+        vit(num_classes=10, in_channels=1, image_size=8, hidden_dim=30, num_heads=4)

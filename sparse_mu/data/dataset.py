@@ -58,27 +58,39 @@ class ImageData:
     def loader(self, indices: torch.Tensor, *, batch_size: int, train: bool, seed: int = 0,
                device: str | torch.device = "cpu") -> TensorLoader:
         """Shuffled and augmented batches if `train`, else in order with eval transforms."""
-        return TensorLoader(self, indices, batch_size=batch_size, shuffle=train, shard=train,
+        return TensorLoader(self, indices, batch_size=batch_size, shuffle=train,
                             augment=self.augment if train else None, seed=seed, device=device)
 
 
-def prepare(source: Source) -> ImageData:
-    """Load `source` and split it: (test carved out if missing), then 10 % per class to val."""
+def split(source: Source, y_train: torch.Tensor, y_test: torch.Tensor | None
+          ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fixed split: (order, y, train, val, test).
+
+    Samples are the official train set followed by the official test set; without a test set, a
+    stratified `test_fraction` of the train set becomes one and `order` (else None) is the
+    permutation that puts it last. `y` are the labels in the final order; `val` is
+    `val_fraction` of every class of the rest, `train` (D) what remains.
+    """
     check(0 <= source.val_fraction < 1, "dataset.val_fraction", "in [0, 1)", source.val_fraction)
     check(0 < source.test_fraction < 1, "dataset.test_fraction", "in (0, 1)", source.test_fraction)
+    if y_test is None:
+        pool, held = stratified_holdout(y_train, source.test_fraction, source.split_seed)
+        order, y, n_pool = torch.cat([pool, held]), y_train[torch.cat([pool, held])], len(pool)
+    else:
+        order, y, n_pool = None, torch.cat([y_train, y_test]), len(y_train)
+    train, val = stratified_holdout(y[:n_pool], source.val_fraction, source.split_seed + 1)
+    return order, y, train, val, torch.arange(n_pool, len(y))
+
+
+def prepare(source: Source) -> ImageData:
+    """Load `source` and split it (`split`); folder data sets stream from disk (`FolderData`)."""
+    if hasattr(source, "prepare"):  # folder data sets (sparse_mu.data.folder) split themselves
+        return source.prepare()
     check(source.crop_padding >= 0, "dataset.crop_padding", ">= 0", source.crop_padding)
     raw: ImageArrays = source.load()
     fingerprint = raw.fingerprint()
-    x, y = raw.x_train, raw.y_train
-    if raw.x_test is None:
-        pool, test = stratified_holdout(y, source.test_fraction, source.split_seed)
-        x, y = torch.cat([x[pool], x[test]]), torch.cat([y[pool], y[test]])
-        n_pool, n_test = len(pool), len(test)
-    else:
-        n_pool, n_test = len(x), len(raw.x_test)
-        x, y = torch.cat([x, raw.x_test]), torch.cat([y, raw.y_test])
-    train, val = stratified_holdout(y[:n_pool], source.val_fraction, source.split_seed + 1)
-    test = torch.arange(n_pool, n_pool + n_test)
+    order, y, train, val, test = split(source, raw.y_train, raw.y_test)
+    x = raw.x_train[order] if order is not None else torch.cat([raw.x_train, raw.x_test])
     num_classes = max(len(raw.classes), int(y.max()) + 1)
     classes = raw.classes if len(raw.classes) == num_classes else [str(i) for i in range(num_classes)]
     if source.mean is None or source.std is None:

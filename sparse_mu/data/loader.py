@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import torch
 
 
-class EpochSampler:
+class EpochSampler(torch.utils.data.Sampler):
     """The sample order for one epoch: a function of (seed, epoch), so runs resume exactly.
 
-    Lightning calls `set_epoch` on a loader's `sampler` at the start of every epoch.
+    Lightning calls `set_epoch` on a loader's `sampler` at the start of every epoch. Under
+    torch.distributed each rank takes every world-size-th position of the epoch's order.
+    Iterating yields positions 0..n-1 (this rank's), so it also serves as a DataLoader sampler.
     """
 
     def __init__(self, n: int, shuffle: bool, seed: int):
@@ -32,6 +34,29 @@ class EpochSampler:
         if not self.shuffle:
             return torch.arange(self.n)
         return torch.randperm(self.n, generator=self.generator())
+
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size) to split the epoch over: training (shuffled) orders only, so every
+        rank evaluates every sample."""
+        dist = torch.distributed
+        if self.shuffle and dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def __len__(self) -> int:
+        """Positions per rank."""
+        return math.ceil(self.n / self.shard()[1])
+
+    def rank_order(self) -> torch.Tensor:
+        """This rank's positions in the epoch's order."""
+        order = self.order()
+        rank, world = self.shard()
+        if world > 1:  # pad by wrapping so every rank takes the same number of steps
+            order = torch.cat([order, order[: len(self) * world - len(order)]])[rank::world]
+        return order
+
+    def __iter__(self):
+        return iter(self.rank_order().tolist())
 
 
 @dataclass
@@ -67,29 +92,19 @@ class TensorLoader:
 
     `device` is where batches are made ("cuda" means the current CUDA device of the process, so
     DDP ranks each use their own); the images are copied there once per data set and device.
-    With `shard` under torch.distributed, each rank takes every world-size-th sample of the
-    epoch's order (training); evaluation loaders leave `shard` off so every rank sees all.
+    Under torch.distributed, each rank takes its share of a training epoch (`EpochSampler`).
     """
 
     def __init__(self, store, indices: torch.Tensor, *, batch_size: int, shuffle: bool,
                  augment: Augment | None = None, seed: int = 0, drop_last: bool = False,
-                 device: str | torch.device = "cpu", shard: bool = False):
+                 device: str | torch.device = "cpu"):
         self.store, self.indices = store, indices.cpu()
-        self.batch_size, self.drop_last, self.device, self.shard = batch_size, drop_last, device, shard
+        self.batch_size, self.drop_last, self.device = batch_size, drop_last, device
         self.augment = augment if augment is not None and augment.active else None
         self.sampler = EpochSampler(len(indices), shuffle, seed)
 
-    def _shard(self) -> tuple[int, int]:
-        dist = torch.distributed
-        if self.shard and dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
-    def _per_rank(self) -> int:
-        return math.ceil(len(self.indices) / self._shard()[1])
-
     def __len__(self) -> int:
-        n = self._per_rank()
+        n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
@@ -97,11 +112,7 @@ class TensorLoader:
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         x_all, y_all, scale, shift = self.store.on(device)
-        order = self.indices[self.sampler.order()]
-        rank, world = self._shard()
-        if world > 1:  # pad by wrapping so every rank takes the same number of steps
-            order = torch.cat([order, order[: self._per_rank() * world - len(order)]])[rank::world]
-        order = order.to(device)
+        order = self.indices[self.sampler.rank_order()].to(device)
         g = self.sampler.generator(device) if self.augment else None
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]

@@ -13,6 +13,7 @@ from sparse_mu.models.resnet_s import (
     resnet56s,
 )
 from sparse_mu.models.small import MLP, SmallCNN, require_image_size
+from sparse_mu.models.transformers import swin_t, vit
 from sparse_mu.models.vgg import VGG, vgg16_bn
 
 __all__ = [
@@ -32,5 +33,7 @@ __all__ = [
     "resnet44s",
     "resnet50",
     "resnet56s",
+    "swin_t",
     "vgg16_bn",
+    "vit",
 ]

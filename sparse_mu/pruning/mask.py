@@ -3,7 +3,9 @@
 Plain tensors on purpose, not `torch.nn.utils.prune`: reparametrisation renames state-dict keys
 and breaks deepcopy. Prunable by default: every Conv and Linear weight except the classifier
 head (for the paper's ResNets: all convs including the stem and 1x1 shortcuts; not fc, BN or
-biases).
+biases). In transformers that is the patch embedding, the attention projections (including
+`nn.MultiheadAttention`'s fused `in_proj_weight`, a Linear weight in all but name) and the MLP
+weights; never norms, biases, position embeddings or the class token.
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ def classifier_head(model: nn.Module) -> str:
 def prunable_weights(model: nn.Module, include_head: bool = False) -> dict[str, nn.Parameter]:
     """Parameter name -> weight of every Conv/Linear layer (the head only if asked)."""
     head = None if include_head else classifier_head(model)
-    return {
-        f"{name}.weight": m.weight
-        for name, m in model.named_modules()
-        if isinstance(m, _PRUNABLE) and name != head and m.weight is not None
-    }
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, _PRUNABLE) and name != head and m.weight is not None:
+            out[f"{name}.weight"] = m.weight
+        elif isinstance(m, nn.MultiheadAttention):
+            for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                if getattr(m, attr, None) is not None:
+                    out[f"{name}.{attr}"] = getattr(m, attr)
+    return out
 
 
 class Mask:
@@ -59,7 +65,7 @@ class Mask:
         """
         if layerwise:
             return cls({k: next(iter(cls.from_scores({k: s}, sparsity).tensors.values())) for k, s in scores.items()})
-        flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
+        flat = torch.cat([s.detach().flatten() for s in scores.values()])  # keep float64 (SynFlow)
         n_prune = round(sparsity * flat.numel())
         keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
         if n_prune:
@@ -122,6 +128,11 @@ class Mask:
     @classmethod
     def load(cls, path: str | Path) -> Mask:
         return cls(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Percent zeros of each prunable weight of `model`, counted from the weights themselves."""
+    return {k: 100.0 * float((w == 0).sum()) / w.numel() for k, w in prunable_weights(model).items()}
 
 
 def weight_sparsity(model: nn.Module) -> float:

@@ -45,4 +45,5 @@ class Unlearner(TrainLoop):
 
     def settings(self) -> dict:
         """Hyperparameters recorded in metrics.json (everything but the runtime objects)."""
-        return {k: v for k, v in self.hparams.items() if k != "node"}
+        unused = {"node"} | ({"rho", "adaptive"} if self.optimizer_name != "sam" else set())
+        return {k: v for k, v in self.hparams.items() if k not in unused}

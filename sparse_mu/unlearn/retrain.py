@@ -14,6 +14,8 @@ class Retrain(FineTune):
     def __init__(self, net, task, *, start: str = "init", **loop):
         super().__init__(net, task, **loop)
         check(start in ("init", "rewind"), "unlearner.start", "init or rewind", start)
+        check(start == "init" or task.base.rewind is not None, "unlearner.start",
+              "init with a pruner that trains no dense model (synflow, checkpoint, random with rewind: init)", start)
         self.net.load_state_dict(task.base.init if start == "init" else task.base.rewind)
         if task.mask is not None:
             task.mask.apply_(self.net)
