@@ -330,7 +330,9 @@ def job_loggers(job: Job) -> list[Logger]:
         tags = [f"{g}={v}" for g, v in names.items()] + [f"seed={job.seed}"]
         group = node.get("group")
         if group is None and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-            group = Path(HydraConfig.get().sweep.dir).name  # one W&B group per sweep
+            # one W&B group per sweep: the preset's name, else the sweep directory's
+            hc = HydraConfig.get()
+            group = hc.runtime.choices.get("experiment") or Path(hc.sweep.dir).name
         name = node.get("name") or f"{names['unlearner']}-{names['pruner']}-{names['forget']}-s{job.seed}"
         loggers.append(build(node, save_dir=str(job.out_dir), name=name, group=group, tags=tags,
                              config=OmegaConf.to_container(job.cfg, resolve=True)))

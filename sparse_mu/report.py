@@ -25,7 +25,7 @@ from sparse_mu.cache import write_json
 
 ROWS = (("UA", "UA"), ("MIA_efficacy", "MIA-Efficacy"), ("RA", "RA"), ("TA", "TA"), ("RTE_s", "RTE (s)"))
 TABLE_METRICS = ("UA", "MIA_efficacy", "RA", "TA", "RTE_s")
-GROUP_KEYS = ("dataset", "arch", "forget", "unlearner", "pruner", "target_sparsity")
+GROUP_KEYS = ("dataset", "arch", "forget", "method", "pruner", "target_sparsity")
 LABELS = dict(ROWS) | {"MIA_privacy": "MIA-Privacy", "disparity_avg": "Disparity Avg"}
 
 
@@ -66,6 +66,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[dict]]:
         row = {k: v for k, v in m.items() if not isinstance(v, dict)}
         for nested in ("gap", "retrain", "original"):
             row.update({f"{nested}.{k}": v for k, v in (m.get(nested) or {}).items()})
+        row.update({f"hparams.{k}": json.dumps(v) for k, v in (m.get("hparams") or {}).items() if k != "seed"})
         row["run_dir"] = str(path.parent.relative_to(root))
         rows.append(row)
     for path in sorted(root.rglob("FAILED")):
@@ -74,7 +75,22 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[dict]]:
             overrides = path.parent / ".hydra" / "overrides.yaml"
             failed.append({"run_dir": str(path.parent.relative_to(root)), "error": lines[-1] if lines else "",
                            "overrides": overrides.read_text().strip() if overrides.exists() else ""})
-    return pd.DataFrame(rows), failed
+    return _with_method(pd.DataFrame(rows)), failed
+
+
+def _with_method(runs: pd.DataFrame) -> pd.DataFrame:
+    """`method`: the unlearner, plus the hyperparameters that vary between its runs (so a sweep
+    over L1 schedules gives one row per schedule)."""
+    if runs.empty:
+        return runs
+    hp = [c for c in runs if c.startswith("hparams.")]
+    labels = runs["unlearner"].astype(str).copy()
+    for name, group in runs.groupby("unlearner"):
+        varying = [c for c in hp if group[c].nunique(dropna=True) > 1]
+        for i, row in group.iterrows():
+            parts = [f"{c.removeprefix('hparams.')}={json.loads(row[c])}" for c in varying if pd.notna(row[c])]
+            labels[i] = f"{name} ({', '.join(parts)})" if parts else name
+    return runs.assign(method=labels).drop(columns=hp)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -118,12 +134,12 @@ def markdown(summary: pd.DataFrame | None, failed: list[dict], n_runs: int) -> s
         metrics = [m for m in (*TABLE_METRICS, "MIA_privacy", "disparity_avg") if f"{m}_mean" in block and block[f"{m}_mean"].notna().any()]
         header = ["method"] + [f"{LABELS.get(m, m)} {v}" for m in metrics for v in order]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        methods = sorted(block["unlearner"].unique(), key=lambda u: (u != "retrain", u))
+        methods = sorted(block["method"].unique(), key=lambda u: (not u.startswith("retrain"), u))
         for method in methods:
             cells = [method]
             for m in metrics:
                 for v in order:
-                    hit = block[(block["unlearner"] == method) & (block["variant"] == v)]
+                    hit = block[(block["method"] == method) & (block["variant"] == v)]
                     cells.append(_cell(hit.iloc[0], m, m in ("UA", "MIA_efficacy", "RA", "TA")) if len(hit) else "")
             out.append("| " + " | ".join(cells) + " |")
         originals = block.groupby("variant")[["original.RA_mean", "original.TA_mean"]].first() if "original.RA_mean" in block else None
@@ -150,7 +166,7 @@ def plot(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     for (dataset, arch, forget), block in summary.groupby(["dataset", "arch", "forget"], sort=True):
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
         several_pruners = block.loc[block["pruner"] != "dense", "pruner"].nunique() > 1
-        for (method, pruner), line in block.groupby(["unlearner", "pruner"] if several_pruners else ["unlearner", "unlearner"]):
+        for (method, pruner), line in block.groupby(["method", "pruner"] if several_pruners else ["method", "method"]):
             line = line.sort_values("target_sparsity")
             label = f"{method} ({pruner})" if several_pruners else method
             for ax, m in zip(axes[0], metrics, strict=True):
