@@ -13,6 +13,7 @@ from torch import nn
 from sparse_mu.errors import ConfigError
 from sparse_mu.models import (
     MLP,
+    LeNet,
     SmallCNN,
     resnet18,
     resnet20s,
@@ -33,6 +34,7 @@ ARCH_DIR = Path(__file__).resolve().parents[1] / "conf" / "arch"
 ARCHS: dict[str, tuple[Callable[..., nn.Module], str, bool]] = {
     "mlp": (MLP, "fc", True),
     "small_cnn": (SmallCNN, "fc", True),
+    "lenet": (LeNet, "fc", False),
     "resnet18": (resnet18, "fc", False),
     "resnet50": (resnet50, "fc", False),
     "resnet20s": (resnet20s, "linear", True),

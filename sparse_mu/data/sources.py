@@ -43,7 +43,7 @@ class Source:
     `mean`/`std` normalise channels (None: computed from the training images); `crop_padding`
     and `flip` are the training augmentation; `val_fraction` of every class of the official
     train set is held out for validation, and data sets without a test split first lose a
-    stratified `test_fraction` to it. `epochs`, `rewind_epoch` and `batch_size` are the
+    stratified `test_fraction` to it. `epochs`, `rewind_epoch`, `batch_size` and `lr` are the
     training defaults for this data set (the paper's, where it has them), read by the `train`
     profiles.
     """
@@ -59,6 +59,7 @@ class Source:
     epochs: int = 182
     rewind_epoch: int = 8
     batch_size: int = 256
+    lr: float = 0.1
 
     def load(self) -> ImageArrays:
         raise NotImplementedError

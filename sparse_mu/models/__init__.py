@@ -12,12 +12,13 @@ from sparse_mu.models.resnet_s import (
     resnet44s,
     resnet56s,
 )
-from sparse_mu.models.small import MLP, SmallCNN, require_image_size
+from sparse_mu.models.small import MLP, LeNet, SmallCNN, require_image_size
 from sparse_mu.models.transformers import swin_t, vit
 from sparse_mu.models.vgg import VGG, vgg16_bn
 
 __all__ = [
     "MLP",
+    "LeNet",
     "VGG",
     "BasicBlock",
     "BasicBlockS",

@@ -85,3 +85,27 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+class LeNet(nn.Module):
+    """LeNet-5 style: conv5x5(w)-ReLU-pool, conv5x5(2w)-ReLU-pool, Linear(`hidden`)-ReLU, `fc`.
+
+    No BatchNorm and a wide hidden layer: it fits (memorises) a 10k-image CIFAR subset in about
+    20 epochs on a CPU, the regime the paper's unlearning comparisons need (RA ~100 %, TA far
+    below).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, width: int = 32,
+                 hidden: int = 512) -> None:
+        super().__init__()
+        require_image_size("lenet", image_size, 16, "small_cnn or mlp")
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * width * side * side, hidden), nn.ReLU(inplace=True),
+        )
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
