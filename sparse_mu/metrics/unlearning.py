@@ -17,17 +17,19 @@ GAP_KEYS = ("UA", "RA", "TA", "MIA_efficacy")
 
 
 def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, batch_size: int = 1024,
-             device: torch.device | str = "cpu", mia_features=("confidence",), privacy: bool = False) -> dict:
+             device: torch.device | str = "cpu", mia_features=("confidence",), privacy: bool = False,
+             precision: str = "32-true") -> dict:
     """All evaluation metrics (percent) of `net`, with eval transforms.
 
     UA = 100 - Acc(D_f); RA = Acc(D_r); TA = Acc(test) (class-wise: without the class, whose own
     test accuracy is `TA_forgotten_class`); MIA_efficacy with the confidence feature (plus
-    `MIA_efficacy_<feature>` for other features asked for), MIA_privacy if `privacy`.
+    `MIA_efficacy_<feature>` for other features asked for), MIA_privacy if `privacy`. The net
+    runs under the autocast of the trainer's `precision`.
     """
     net = net.to(device)
 
     def outputs(idx: torch.Tensor):
-        return predict(net, data.loader(idx, batch_size=batch_size, train=False, device=device))
+        return predict(net, data.loader(idx, batch_size=batch_size, train=False, device=device), precision)
 
     train_p, train_y = outputs(data.train)
     test_p, test_y = outputs(data.test)
