@@ -32,7 +32,7 @@ from filelock import FileLock
 log = logging.getLogger("sparse_mu")
 
 # Bump when a stage's algorithm changes, so no artifact of the old code is reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def global_rank() -> int:

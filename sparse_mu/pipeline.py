@@ -6,6 +6,11 @@ under a hash of exactly those inputs, so a sweep trains each base model once and
 Retrain reference once per (mask, forget set, seed). The unlearning run itself is the
 experiment and always runs. Every training loop checkpoints each epoch and an interrupted run
 resumes from its last checkpoint when rerun.
+
+The applications (docs/applications.md) reuse these stages: backdoor forgetting poisons the data
+in `setup` and adds SA/ASR to every evaluation; `transfer` linear-probes the original, Retrain
+and unlearned models on a target data set (`transfer_metrics`); `unprune` re-derives the mask
+from the unlearned dense model and compares it with retrain-then-prune (`unprune_metrics`).
 """
 
 from __future__ import annotations
@@ -38,16 +43,29 @@ from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, check
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
-from sparse_mu.metrics import GAP_KEYS, accuracy, disparity_average, evaluate, gaps, predict
+from sparse_mu.metrics import (
+    BACKDOOR_KEYS,
+    GAP_KEYS,
+    NESTED,
+    accuracy,
+    disparity_average,
+    evaluate,
+    gaps,
+    kl_divergence,
+    predict,
+)
 from sparse_mu.pruning import (
     BaseWeights,
     Dense,
     Mask,
     Pruner,
     classifier_head,
+    iom,
+    iou,
     layer_sparsity,
     weight_sparsity,
 )
+from sparse_mu.transfer import LinearProbe, adapt, feature_extractor, features
 from sparse_mu.unlearn import Unlearner, UnlearnTask
 
 log = logging.getLogger("sparse_mu")
@@ -110,6 +128,7 @@ class Job:
     pruner: Pruner
     cache: ArtifactCache
     device: torch.device
+    target: ImageData | None = None  # the transfer target, adapted to the source model's input
 
     @property
     def seed(self) -> int:
@@ -163,19 +182,27 @@ class Job:
         trainer.fit(module, ckpt_path=resume, weights_only=True)
         return timer.seconds
 
-    def train_profile(self, net: nn.Module) -> L.LightningModule:
-        return build(self.cfg.train, net=net, data=self.data, indices=self.data.train, seed=self.seed)
+    def train_profile(self, net: nn.Module, indices: torch.Tensor | None = None,
+                      epochs: int | None = None) -> L.LightningModule:
+        """The training profile on `indices` (default D), for `epochs` (default the profile's)."""
+        # no later stage rewinds to a snapshot of such a run, and the profile's rewind epoch may
+        # lie beyond a short schedule
+        extra = {"epochs": epochs, "rewind_epoch": 0} if epochs is not None else {}
+        return build(self.cfg.train, net=net, data=self.data, indices=self.data.train if indices is None else indices,
+                     seed=self.seed, **extra)
 
     def unlearner(self, node: DictConfig, net: nn.Module, task: UnlearnTask) -> Unlearner:
         return build(node, net=net, task=task, seed=self.seed)
 
+    def outputs(self, net: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax outputs and labels of `net` on `indices`, eval transforms."""
+        loader = self.data.loader(indices, batch_size=self.eval_batch_size, train=False, device=self.device)
+        return predict(net.to(self.device), loader, self.precision)
+
     def quick_accuracy(self, net: nn.Module) -> dict:
         """Accuracy on D, validation and test: how well a trained model fits."""
-        out = {}
-        for name, idx in (("train_acc", self.data.train), ("val_acc", self.data.val), ("test_acc", self.data.test)):
-            loader = self.data.loader(idx, batch_size=self.eval_batch_size, train=False, device=self.device)
-            out[name] = accuracy(*predict(net.to(self.device), loader, self.precision))
-        return out
+        parts = (("train_acc", self.data.train), ("val_acc", self.data.val), ("test_acc", self.data.test))
+        return {name: accuracy(*self.outputs(net, idx)) for name, idx in parts}
 
     def metrics(self, net: nn.Module) -> dict:
         ev = self.cfg.eval
@@ -208,7 +235,7 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     source = build(cfg.dataset)
     pruner = build(cfg.pruner)
     forget_spec = build(cfg.forget)
-    data = prepare(source)
+    data = forget_spec.training_data(prepare(source))
     forget = forget_spec.select(data)
     if len(forget.forget) == 0 or len(forget.retain) == 0:
         raise ConfigError(f"forget: the forget set has {len(forget.forget)} and the retain set "
@@ -219,6 +246,18 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     net = job.make_net()
     pruner.validate(net)
     job.train_profile(net)
+    if cfg.get("transfer"):
+        job.target = transfer_target(job)
+        # a probe on placeholder features: its settings are checked now, not after the training
+        build(cfg.transfer.probe, features=torch.zeros(1, 1), labels=torch.zeros(1, dtype=torch.long),
+              num_classes=job.target.num_classes)
+    if cfg.unprune.enabled:
+        check(pruner.needs_trained_base and not isinstance(pruner, Dense), "pruner",
+              "a pruner of the trained dense model (omp, imp, random) with unprune.enabled=true",
+              choices(cfg)["pruner"])
+        epochs = cfg.unprune.finetune_epochs
+        check(epochs is None or (isinstance(epochs, int) and epochs >= 1), "unprune.finetune_epochs",
+              "null (the training profile's epochs) or an integer >= 1", epochs)
     init = _cpu_state(net)
     trained = init if pruner.needs_trained_base else None
     task = UnlearnTask(data, forget, None, BaseWeights(init, trained, trained))
@@ -230,8 +269,8 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
 
 # -- stages ----------------------------------------------------------------------------------
 
-def base_stage(job: Job) -> tuple[Artifact, BaseWeights]:
-    """The dense model trained on D with the training profile (cached).
+def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
+    """The dense model trained on D (on D_r if `retain`) with the training profile (cached).
 
     Pruners that read only the initial weights (`needs_trained_base = False`: SynFlow, an
     imported checkpoint) get an artifact with the initial weights alone: no training.
@@ -243,6 +282,8 @@ def base_stage(job: Job) -> tuple[Artifact, BaseWeights]:
         inputs |= {"train": _plain(job.cfg.train), "trainer": _without(job.cfg.trainer, "trainer")}
     else:
         inputs["init_only"] = True
+    if retain:
+        inputs["retain_of"] = forget_key(job.forget)
 
     def make(work: Path, ckpt: Path) -> dict:
         L.seed_everything(job.seed, verbose=False)
@@ -250,8 +291,8 @@ def base_stage(job: Job) -> tuple[Artifact, BaseWeights]:
         save_tensors(_cpu_state(net), work / "init.pt")
         if not trained:
             return {"trained": False}
-        module = job.train_profile(net)
-        seconds = job.fit(module, "base", None, CSVLogger(work, name="logs", version=""), ckpt)
+        module = job.train_profile(net, job.forget.retain if retain else None)
+        seconds = job.fit(module, "base (D_r)" if retain else "base", None, CSVLogger(work, name="logs", version=""), ckpt)
         save_tensors(module.rewind_state, work / "rewind.pt")
         save_tensors(_cpu_state(net), work / "final.pt")
         return {"trained": True, "train_seconds": seconds, **job.quick_accuracy(net)}
@@ -262,12 +303,21 @@ def base_stage(job: Job) -> tuple[Artifact, BaseWeights]:
     return art, BaseWeights(*weights) if trained else BaseWeights(weights[0], None, None)
 
 
-def prune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifact | None, State, Mask | None]:
-    """The pruner's weights and mask (cached; dense returns the base model)."""
+def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = False,
+                epochs: int | None = None) -> tuple[Artifact | None, State, Mask | None]:
+    """The pruner's weights and mask (cached; dense returns the base model).
+
+    Every retraining runs the training profile on D, or on D_r if `retain`, for `epochs` (default:
+    the profile's).
+    """
     if isinstance(job.pruner, Dense):
         return None, base.final, None
     inputs = {"base": base_art.key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train),
               **job.pruner.inputs()}
+    if retain:
+        inputs["retain_of"] = forget_key(job.forget)
+    if epochs is not None:
+        inputs["epochs"] = epochs
 
     def make(work: Path, ckpt: Path) -> dict:
         rounds: list[float] = []
@@ -280,7 +330,7 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifa
                 return load_tensors(done)
             L.seed_everything(job.seed, verbose=False)
             net = job.net_with(start)
-            module = job.train_profile(net)
+            module = job.train_profile(net, job.forget.retain if retain else None, epochs)
             logger = CSVLogger(work, name="logs", version=f"round{len(rounds)}")
             rounds.append(job.fit(module, f"prune {len(rounds) + 1}", mask, logger, ckpt / f"round{len(rounds)}"))
             state = _cpu_state(net)
@@ -340,6 +390,121 @@ def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, 
     return job.cache.get_or_build("reference", inputs, make)
 
 
+# -- applications: transfer learning, un-pruning ------------------------------------------------
+
+def transfer_target(job: Job) -> ImageData:
+    """The transfer target (`transfer.dataset`), adapted to the source model's channels and
+    normalisation (`sparse_mu.transfer.adapt`)."""
+    try:
+        target = prepare(build(job.cfg.transfer.dataset))
+    except ConfigError as e:
+        raise ConfigError(f"transfer.{e}") from None  # the target's own messages name `dataset.*`
+    check(isinstance(target, ImageData), "transfer.dataset", "an in-memory data set, not an image folder", target.name)
+    data = job.data
+    if isinstance(data, ImageData):
+        mean, std = data.mean, data.std
+    else:  # folder data sets normalise in their transforms, with the configured statistics
+        mean, std = torch.tensor(job.cfg.dataset.mean), torch.tensor(job.cfg.dataset.std)
+    return adapt(target, data.in_channels, mean, std)
+
+
+def probe(job: Job, net: nn.Module) -> dict:
+    """Linear-probe test accuracy (percent) of `net`'s frozen features on the transfer target, and
+    the seconds taken (feature extraction and probe training)."""
+    start = time.perf_counter()
+    target = job.target
+    extractor = feature_extractor(net).to(job.device)
+
+    def feats(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = target.loader(idx, batch_size=job.eval_batch_size, train=False, device=job.device)
+        return features(extractor, loader, job.data.image_size)
+
+    (x_train, y_train), (x_test, y_test) = feats(target.train), feats(target.test)
+    L.seed_everything(job.seed, verbose=False)
+    module: LinearProbe = build(job.cfg.transfer.probe, features=x_train, labels=y_train,
+                                num_classes=target.num_classes, seed=job.seed)
+    job.fit(module, "linear probe", None, False)
+    return {"acc": module.accuracy(x_test, y_test), "seconds": time.perf_counter() - start}
+
+
+def probe_stage(job: Job, source_key: str, state: State) -> dict:
+    """`probe` of a cached model (cached too: it depends only on the model and the target)."""
+    target = {"dataset": _without(job.cfg.transfer.dataset, "dataset"), "fingerprint": job.target.fingerprint}
+    inputs = {"source": source_key, "probe": _plain(job.cfg.transfer.probe), "target": target,
+              "seed": job.seed, "trainer": _without(job.cfg.trainer, "trainer")}
+    return job.cache.get_or_build("probe", inputs, lambda work, ckpt: probe(job, job.net_with(state))).meta
+
+
+def transfer_metrics(job: Job, state: State, pruned_key: str, reference: Artifact | None,
+                     net: nn.Module, seconds: float) -> dict:
+    """`transfer_acc` of the original (pruned, before unlearning), Retrain and unlearned models,
+    and `transfer_time_s`: the time to obtain each source model (0, Retrain's RTE, the
+    unlearner's RTE) plus its probe. Retrain's are None without the Retrain reference."""
+    probes = {"original": probe_stage(job, pruned_key, state), "unlearned": probe(job, net)}
+    source_s = {"original": 0.0, "unlearned": seconds}
+    if reference is not None:
+        probes["retrain"] = probe_stage(job, reference.key, load_tensors(reference.file("model.pt")))
+        source_s["retrain"] = reference.meta["metrics"]["RTE_s"]
+    routes = ("original", "retrain", "unlearned")
+    acc = {k: probes[k]["acc"] if k in probes else None for k in routes}
+    log.info("transfer: target accuracy (linear probe) %s", {k: v and round(v, 2) for k, v in acc.items()})
+    return {"transfer_acc": acc,
+            "transfer_time_s": {k: round(source_s[k] + probes[k]["seconds"], 3) if k in probes else None
+                                for k in routes}}
+
+
+def unprune_stage(job: Job, base_art: Artifact, base: BaseWeights) -> tuple[Artifact, State, Mask, float]:
+    """Un-pruning: the unlearner applied to the dense base model (no mask; cached), then the
+    pruner run again on the unlearned weights (same criterion and sparsity), rewound as the
+    pruner rewinds and retrained on D_r for `unprune.finetune_epochs` (cached). Returns the
+    pruned artifact, weights, mask and the seconds of both loops."""
+    inputs = {"base": base_art.key, "unlearner": _plain(job.cfg.unlearner),
+              "trainer": _without(job.cfg.trainer, "trainer"), **eval_key(job)}
+
+    def make(work: Path, ckpt: Path) -> dict:
+        logger = CSVLogger(work, name="logs", version="")
+        net, seconds, settings = unlearn(job, job.cfg.unlearner, base.final, None, base, "unlearn dense", logger, ckpt)
+        save_tensors(_cpu_state(net), work / "model.pt")
+        return {"RTE_s": seconds, "settings": settings}
+
+    dense = job.cache.get_or_build("unlearn_dense", inputs, make)
+    unlearned = BaseWeights(base.init, base.rewind, load_tensors(dense.file("model.pt")))
+    art, state, mask = prune_stage(job, dense, unlearned, retain=True, epochs=job.cfg.unprune.finetune_epochs)
+    return art, state, mask, dense.meta["RTE_s"] + art.meta["train_seconds"]
+
+
+def unprune_metrics(job: Job, base_art: Artifact, base: BaseWeights, mask: Mask, net: nn.Module) -> dict:
+    """The un-pruned model and the prune-then-unlearn model (`mask`, `net`) against the
+    reference, retrain-then-prune: a dense model trained on D_r, pruned (retraining on D_r).
+
+    mask_IoU / mask_IoM (percent, kept weights, global; per layer in `mask_layers`) and KL_test /
+    KL_forget (mean KL(p_ref || p_model) on the test set and D_f); the prune-then-unlearn
+    model's carry the suffix `_original`. `unpruned` holds the un-pruned model's metrics.
+    """
+    art, state, unpruned_mask, seconds = unprune_stage(job, base_art, base)
+    ref_base_art, ref_base = base_stage(job, retain=True)
+    ref_art, ref_state, ref_mask = prune_stage(job, ref_base_art, ref_base, retain=True)
+    unpruned, ref_net = job.net_with(state), job.net_with(ref_state)
+    parts = {"test": job.data.test, "forget": job.forget.forget}
+    p_ref = {part: job.outputs(ref_net, idx)[0] for part, idx in parts.items()}
+    out: dict = {}
+    layers: dict[str, dict[str, float]] = {}
+    for suffix, (m, model) in {"": (unpruned_mask, unpruned), "_original": (mask, net)}.items():
+        for name, overlap in (("IoU", iou(m, ref_mask)), ("IoM", iom(m, ref_mask))):
+            out[f"mask_{name}{suffix}"] = 100.0 * overlap["global"]
+            for layer, v in overlap["layers"].items():
+                layers.setdefault(layer, {})[f"{name}{suffix}"] = 100.0 * v
+        for part, idx in parts.items():
+            out[f"KL_{part}{suffix}"] = kl_divergence(p_ref[part], job.outputs(model, idx)[0])
+    m = job.metrics(unpruned)
+    log.info("unprune: mask IoU with retrain-then-prune %.2f (prune-then-unlearn %.2f), KL_test %.4f (%.4f)",
+             out["mask_IoU"], out["mask_IoU_original"], out["KL_test"], out["KL_test_original"])
+    return {**out, "mask_layers": layers,
+            "unpruned": {**{k: m[k] for k in (*GAP_KEYS, *BACKDOOR_KEYS) if k in m},
+                         "sparsity": 100.0 * weight_sparsity(unpruned), "RTE_s": round(seconds, 4)},
+            "artifacts": {"unpruned": art.key, "unprune_reference": ref_art.key}}
+
+
 # -- outputs ---------------------------------------------------------------------------------
 
 def job_loggers(job: Job) -> list[Logger]:
@@ -347,7 +512,7 @@ def job_loggers(job: Job) -> list[Logger]:
     names = choices(job.cfg)
     loggers = []
     for node in job.cfg.logger.values():
-        if node is None:
+        if node is None or "_target_" not in node:  # e.g. a preset's logger.wandb.group after logger=csv
             continue
         if not node._target_.endswith("WandbLogger"):
             loggers.append(build(node, save_dir=str(job.out_dir)))
@@ -355,7 +520,9 @@ def job_loggers(job: Job) -> list[Logger]:
         tags = [f"{g}={v}" for g, v in names.items()] + [f"seed={job.seed}"]
         group = node.get("group")
         if group is None and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-            group = Path(HydraConfig.get().sweep.dir).name  # one W&B group per sweep
+            # one W&B group per sweep: the preset's name, else the sweep directory's
+            hc = HydraConfig.get()
+            group = hc.runtime.choices.get("experiment") or Path(hc.sweep.dir).name
         name = node.get("name") or f"{names['unlearner']}-{names['pruner']}-{names['forget']}-s{job.seed}"
         loggers.append(build(node, save_dir=str(job.out_dir), name=name, group=group, tags=tags,
                              config=OmegaConf.to_container(job.cfg, resolve=True)))
@@ -365,7 +532,7 @@ def job_loggers(job: Job) -> list[Logger]:
 def finish_loggers(loggers: list[Logger], metrics: dict, status: str) -> None:
     """Final metrics and the results table to every logger; W&B is finished either way."""
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for name in ("retrain", "gap", "original"):
+    for name in NESTED:
         flat.update({f"{name}/{k}": v for k, v in (metrics.get(name) or {}).items() if isinstance(v, (int, float))})
     for lg in loggers:
         if metrics:
@@ -429,6 +596,12 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                 net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn",
                                                  loggers or False, ckpt)
         metrics = assemble(job, net, seconds, settings, original, reference, pruned_key, base_art)
+        if cfg.get("transfer"):
+            metrics |= transfer_metrics(job, state, pruned_key, reference, net, seconds)
+        if cfg.unprune.enabled:
+            unpruned = unprune_metrics(job, base_art, base, mask, net)
+            metrics["artifacts"] |= unpruned.pop("artifacts")
+            metrics |= unpruned
         metrics["wall_s"] = round(time.time() - start, 3)
         if rank0:
             write_json(out_dir / "metrics.json", metrics)
@@ -447,15 +620,22 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
     net.cpu()
     names = choices(cfg)
     identity = {k: _plain(cfg[k]) for k in GROUPS} | {"seed": job.seed}
+    if cfg.get("transfer"):
+        identity["transfer"] = _plain(cfg.transfer)
+    if cfg.unprune.enabled:
+        identity["unprune"] = _plain(cfg.unprune)
+    backdoor = [k for k in BACKDOOR_KEYS if k in m]
+    before = {"SA_before": original["SA"], "ASR_before": original["ASR"]} if backdoor else {}
     return {
         **m,
         "RTE_s": round(seconds, 4),
         "sparsity": 100.0 * weight_sparsity(net),
         "layer_sparsity": layer_sparsity(net),
         "disparity_avg": disparity_average(gap) if gap else None,
-        "retrain": {k: ref[k] for k in (*GAP_KEYS, "RTE_s")} if ref else None,
+        **before,
+        "retrain": {k: ref[k] for k in (*GAP_KEYS, *backdoor, "RTE_s")} if ref else None,
         "gap": gap,
-        "original": {k: original[k] for k in GAP_KEYS},
+        "original": {k: original[k] for k in (*GAP_KEYS, *backdoor)},
         "config_hash": stable_hash(identity),
         "device": device_name(job.device),
         "precision": job.precision,

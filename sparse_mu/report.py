@@ -22,11 +22,15 @@ from rich.console import Console
 from rich.table import Table
 
 from sparse_mu.cache import write_json
+from sparse_mu.metrics import BACKDOOR_KEYS, NESTED
 
 ROWS = (("UA", "UA"), ("MIA_efficacy", "MIA-Efficacy"), ("RA", "RA"), ("TA", "TA"), ("RTE_s", "RTE (s)"))
+BACKDOOR_ROWS = (("SA", "SA"), ("ASR", "ASR"), ("ASR_legacy", "ASR (legacy)"))
 TABLE_METRICS = ("UA", "MIA_efficacy", "RA", "TA", "RTE_s")
-GROUP_KEYS = ("dataset", "arch", "forget", "unlearner", "pruner", "target_sparsity")
-LABELS = dict(ROWS) | {"MIA_privacy": "MIA-Privacy", "disparity_avg": "Disparity Avg"}
+# Shown in tables and plots when the runs have them (the backdoor metrics only in backdoor runs).
+OPTIONAL_METRICS = (*BACKDOOR_KEYS, "MIA_privacy", "disparity_avg")
+GROUP_KEYS = ("dataset", "arch", "forget", "method", "pruner", "target_sparsity")
+LABELS = dict(ROWS) | dict(BACKDOOR_ROWS) | {"MIA_privacy": "MIA-Privacy", "disparity_avg": "Disparity Avg"}
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -43,12 +47,24 @@ def run_table(m: dict) -> Table:
     for col in ("metric (%)", "original", "unlearned", "Retrain", "gap"):
         t.add_column(col, justify="left" if col == "metric (%)" else "right")
     ref, gap, orig = m.get("retrain") or {}, m.get("gap") or {}, m.get("original") or {}
-    for key, label in ROWS:
+    rows = ROWS + (BACKDOOR_ROWS if "ASR" in m else ())
+    for key, label in rows:
         g = gap.get(key)
         t.add_row(label, _fmt(orig.get(key)), _fmt(m.get(key)), _fmt(ref.get(key)), "-" if g is None else f"{g:+.2f}")
+    notes = []
     if m.get("disparity_avg") is not None:
-        t.caption = (f"Disparity Average (mean |gap| over UA, MIA-Efficacy, RA, TA): {m['disparity_avg']:.2f}"
+        notes.append(f"Disparity Average (mean |gap| over UA, MIA-Efficacy, RA, TA): {m['disparity_avg']:.2f}"
                      f"   device: {m['device']}")
+    if m.get("transfer_acc"):
+        acc, secs = m["transfer_acc"], m["transfer_time_s"]
+        notes.append("transfer (linear probe) accuracy / time: " + ", ".join(
+            f"{k} {_fmt(acc[k])} % / {_fmt(secs[k])} s" for k in acc))
+    if "mask_IoU" in m:
+        notes.append(f"un-pruning vs retrain-then-prune: mask IoU {m['mask_IoU']:.2f} (prune-then-unlearn "
+                     f"{m['mask_IoU_original']:.2f}), IoM {m['mask_IoM']:.2f} ({m['mask_IoM_original']:.2f}), "
+                     f"KL_test {m['KL_test']:.4f} ({m['KL_test_original']:.4f}), "
+                     f"KL_forget {m['KL_forget']:.4f} ({m['KL_forget_original']:.4f})")
+    t.caption = "\n".join(notes) or None
     return t
 
 
@@ -64,8 +80,9 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[dict]]:
     for path in sorted(root.rglob("metrics.json")):
         m = json.loads(path.read_text())
         row = {k: v for k, v in m.items() if not isinstance(v, dict)}
-        for nested in ("gap", "retrain", "original"):
+        for nested in NESTED:
             row.update({f"{nested}.{k}": v for k, v in (m.get(nested) or {}).items()})
+        row.update({f"hparams.{k}": json.dumps(v) for k, v in (m.get("hparams") or {}).items() if k != "seed"})
         row["run_dir"] = str(path.parent.relative_to(root))
         rows.append(row)
     for path in sorted(root.rglob("FAILED")):
@@ -74,7 +91,22 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[dict]]:
             overrides = path.parent / ".hydra" / "overrides.yaml"
             failed.append({"run_dir": str(path.parent.relative_to(root)), "error": lines[-1] if lines else "",
                            "overrides": overrides.read_text().strip() if overrides.exists() else ""})
-    return pd.DataFrame(rows), failed
+    return _with_method(pd.DataFrame(rows)), failed
+
+
+def _with_method(runs: pd.DataFrame) -> pd.DataFrame:
+    """`method`: the unlearner, plus the hyperparameters that vary between its runs (so a sweep
+    over L1 schedules gives one row per schedule)."""
+    if runs.empty:
+        return runs
+    hp = [c for c in runs if c.startswith("hparams.")]
+    labels = runs["unlearner"].astype(str).copy()
+    for name, group in runs.groupby("unlearner"):
+        varying = [c for c in hp if group[c].nunique(dropna=True) > 1]
+        for i, row in group.iterrows():
+            parts = [f"{c.removeprefix('hparams.')}={json.loads(row[c])}" for c in varying if pd.notna(row[c])]
+            labels[i] = f"{name} ({', '.join(parts)})" if parts else name
+    return runs.assign(method=labels).drop(columns=hp)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -115,20 +147,23 @@ def markdown(summary: pd.DataFrame | None, failed: list[dict], n_runs: int) -> s
         blocks = summary.groupby(["dataset", "arch", "forget"], sort=True)
     for (dataset, arch, forget), block in blocks:
         out += [f"## {dataset} / {arch}, forget: {forget}", ""]
-        metrics = [m for m in (*TABLE_METRICS, "MIA_privacy", "disparity_avg") if f"{m}_mean" in block and block[f"{m}_mean"].notna().any()]
+        metrics = [m for m in (*TABLE_METRICS, *OPTIONAL_METRICS) if f"{m}_mean" in block and block[f"{m}_mean"].notna().any()]
         header = ["method"] + [f"{LABELS.get(m, m)} {v}" for m in metrics for v in order]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        methods = sorted(block["unlearner"].unique(), key=lambda u: (u != "retrain", u))
+        methods = sorted(block["method"].unique(), key=lambda u: (not u.startswith("retrain"), u))
         for method in methods:
             cells = [method]
             for m in metrics:
                 for v in order:
-                    hit = block[(block["unlearner"] == method) & (block["variant"] == v)]
+                    hit = block[(block["method"] == method) & (block["variant"] == v)]
                     cells.append(_cell(hit.iloc[0], m, m in ("UA", "MIA_efficacy", "RA", "TA")) if len(hit) else "")
             out.append("| " + " | ".join(cells) + " |")
-        originals = block.groupby("variant")[["original.RA_mean", "original.TA_mean"]].first() if "original.RA_mean" in block else None
-        if originals is not None:
-            notes = ", ".join(f"{v}: RA {r['original.RA_mean']:.2f}, TA {r['original.TA_mean']:.2f}" for v, r in originals.iterrows())
+        shown = [(k, k.split(".")[1]) for k in ("original.RA", "original.TA", "original.SA", "original.ASR")
+                 if f"{k}_mean" in block and block[f"{k}_mean"].notna().any()]
+        if shown:
+            originals = block.groupby("variant")[[f"{k}_mean" for k, _ in shown]].first()
+            notes = ", ".join(f"{v}: " + ", ".join(f"{name} {r[f'{k}_mean']:.2f}" for k, name in shown)
+                              for v, r in originals.iterrows())
             out += ["", f"Original model before unlearning: {notes}."]
         out.append("")
     if failed:
@@ -146,17 +181,25 @@ def plot(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    metrics = [m for m in ("UA", "MIA_efficacy", "RA", "TA", "MIA_privacy", "disparity_avg") if f"{m}_mean" in summary]
+    metrics = [m for m in ("UA", "MIA_efficacy", "RA", "TA", *OPTIONAL_METRICS)
+               if f"{m}_mean" in summary and summary[f"{m}_mean"].notna().any()]
     for (dataset, arch, forget), block in summary.groupby(["dataset", "arch", "forget"], sort=True):
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
         several_pruners = block.loc[block["pruner"] != "dense", "pruner"].nunique() > 1
-        for (method, pruner), line in block.groupby(["unlearner", "pruner"] if several_pruners else ["unlearner", "unlearner"]):
+        for (method, pruner), line in block.groupby(["method", "pruner"] if several_pruners else ["method", "method"]):
             line = line.sort_values("target_sparsity")
             label = f"{method} ({pruner})" if several_pruners else method
             for ax, m in zip(axes[0], metrics, strict=True):
                 ax.errorbar(line["target_sparsity"], line[f"{m}_mean"], yerr=line[f"{m}_std"].fillna(0),
                             marker="o", capsize=3, label=label)
         for ax, m in zip(axes[0], metrics, strict=True):
+            if m in BACKDOOR_KEYS and f"original.{m}_mean" in block:
+                # the Trojan model before unlearning (Fig. 6 of the paper), one line per pruner
+                for pruner, part in block.groupby("pruner") if several_pruners else [("", block)]:
+                    before = part.groupby("target_sparsity")[f"original.{m}_mean"].first()
+                    ax.plot(before.index, before.values, "k--", marker="x",
+                            label=f"original ({pruner})" if several_pruners else "original")
+                ax.legend(fontsize=8)
             ax.set_xlabel("sparsity (%)")
             ax.set_title(LABELS.get(m, m) + (" (%)" if m != "disparity_avg" else ""))
             ax.grid(alpha=0.3)

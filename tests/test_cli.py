@@ -19,6 +19,9 @@ CASES = {
     "forget fraction": (["forget=random", "forget.fraction=1.5"], "forget.fraction must be in (0, 1)"),
     "missing npz": (["dataset=npz", "dataset.path=nowhere.npz"], "dataset.path must name an existing .npz file"),
     "malformed npz": (["dataset=npz", "dataset.path={bad}"], "lacks ['x_train', 'y_train']"),
+    "backdoor trigger": (["forget=backdoor", "forget.trigger_size=9"], "forget.trigger_size must be at most 6"),
+    "transfer target": (["transfer=linear_probe", "dataset@transfer.dataset=npz", "transfer.dataset.path=nowhere.npz"],
+                        "transfer.dataset.path must name an existing .npz file"),
 }
 
 

@@ -16,7 +16,7 @@ from sparse_mu.pruning import BaseWeights, Mask, export_published
 from sparse_mu.unlearn import UnlearnTask
 from tests.conftest import CONF, ROOT, compose_cfg
 
-GROUPS = ("dataset", "arch", "train", "pruner", "unlearner", "forget", "trainer", "logger",
+GROUPS = ("dataset", "arch", "train", "pruner", "unlearner", "forget", "transfer", "trainer", "logger",
           "callbacks", "paths", "debug")
 
 

@@ -118,3 +118,12 @@ def test_shared_cifar10_small(tmp_path):
     assert data.x.shape[1:] == (3, 32, 32) and data.num_classes == 10
     assert len(data.test) == 2000 and len(data.train) + len(data.val) == 10000
     assert torch.allclose(data.mean, torch.tensor([0.4934, 0.4831, 0.4470]), atol=2e-3)
+
+
+def test_loader_order_is_not_the_forget_draw(data):
+    """A random forget set and the first epoch's order are independent draws for the same seed
+    (if they coincided, D_f would come first in epoch 0 of base training)."""
+    for seed in (0, 1):
+        forget = RandomForget(fraction=0.1, seed=seed).select(data).forget
+        first = next(iter(data.loader(data.train, batch_size=len(forget), train=True, seed=seed)))[2]
+        assert torch.isin(first, forget).float().mean() < 0.3

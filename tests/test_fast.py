@@ -12,6 +12,7 @@ from sparse_mu.data.folder import FolderLoader
 from sparse_mu.errors import ConfigError
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
 from sparse_mu.models import SmallCNN, resnet20s
+from sparse_mu.pruning import Mask, prunable_weights
 from sparse_mu.training import Classifier
 
 
@@ -86,6 +87,26 @@ def test_epoch_loss_is_the_mean_of_the_steps_and_logged_once_per_epoch(tiny_cfg,
     assert rows[0] == "epoch,step,train/loss" and len(rows) == 3
     for epoch, row in enumerate(rows[1:]):
         assert float(row.split(",")[2]) == pytest.approx(sum(losses[3 * epoch:3 * epoch + 3]) / 3, rel=1e-5)
+
+
+def test_no_host_read_per_step(tiny_cfg, tmp_path, monkeypatch):
+    """Reading a tensor on the host (`.item()`, `float()`, `if t:`, `.cpu()`, ...) waits for a GPU
+    to finish; a training loop with a mask, logging, progress and checkpoints must do none per
+    step, so the count is the same for 2 and 4 batches per epoch."""
+    reads = []
+    for name in ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _f=original, _n=name, **k: reads.append(_n) or _f(self, *a, **k))
+    counts = []
+    for batches in (2, 4):
+        job = pipeline.setup(tiny_cfg(f"trainer.limit_train_batches={batches}"), tmp_path / f"out{batches}")
+        net = job.make_net()
+        mask = Mask.from_scores({k: w.detach().abs() for k, w in prunable_weights(net).items()}, 0.9)
+        module = Classifier(net, job.data, job.data.train, epochs=2, batch_size=64, lr=0.05, rewind_epoch=0)
+        reads.clear()
+        job.fit(module, "test", mask, CSVLogger(tmp_path, name=f"log{batches}", version=""), tmp_path / f"ckpt{batches}")
+        counts.append(sorted(reads))
+    assert counts[0] == counts[1]
 
 
 def test_folder_loader_pins_memory_for_a_gpu():

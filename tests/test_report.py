@@ -10,7 +10,7 @@ import pytest
 from sparse_mu.report import collect, report
 
 
-def _run(root, name, unlearner, pruner, sparsity, seed, ua):
+def _run(root, name, unlearner, pruner, sparsity, seed, ua, hparams=None):
     d = root / name
     d.mkdir(parents=True)
     m = {"dataset": "digits", "arch": "small_cnn", "forget": "class", "unlearner": unlearner, "pruner": pruner,
@@ -18,7 +18,8 @@ def _run(root, name, unlearner, pruner, sparsity, seed, ua):
          "RTE_s": 1.5, "sparsity": sparsity, "disparity_avg": 10.0 + seed, "device": "cpu",
          "retrain": {"UA": 100.0, "RA": 99.5, "TA": 97.5, "MIA_efficacy": 100.0, "RTE_s": 9.0},
          "gap": {"UA": ua - 100.0, "RA": -0.5, "TA": -0.5, "MIA_efficacy": ua / 2 - 100.0},
-         "original": {"UA": 0.0, "RA": 100.0, "TA": 98.0, "MIA_efficacy": 0.0}, "hparams": {"lr": 0.01}}
+         "original": {"UA": 0.0, "RA": 100.0, "TA": 98.0, "MIA_efficacy": 0.0},
+         "hparams": hparams or {"lr": 0.01, "seed": seed}}
     (d / "metrics.json").write_text(json.dumps(m))
 
 
@@ -44,8 +45,8 @@ def test_report_tables_and_plot(sweep):
     assert "10.50 ± 0.71 (-89.50)" in ft
     assert "RuntimeError: boom in job 99" in md and "unlearner=ga forget.class_idx=3" in md
     csv = pd.read_csv(sweep / "report.csv")
-    assert set(csv["unlearner"]) == {"ft", "ga"} and (csv["seeds"] == 2).all()
-    row = csv[(csv.unlearner == "ga") & (csv.pruner == "omp")].iloc[0]
+    assert set(csv["method"]) == {"ft", "ga"} and (csv["seeds"] == 2).all()
+    row = csv[(csv.method == "ga") & (csv.pruner == "omp")].iloc[0]
     assert row["UA_mean"] == pytest.approx(40.5) and row["disparity_avg_mean"] == pytest.approx(10.5)
     png = list(sweep.glob("*.png"))
     assert len(png) == 1 and png[0].stat().st_size > 10_000
@@ -62,3 +63,14 @@ def test_report_with_only_failures(tmp_path):
     done = report(tmp_path)
     assert done == {"runs": 0, "failed": 1, "files": [tmp_path / "report.md"]}
     assert "ValueError: nope" in (tmp_path / "report.md").read_text()
+
+
+def test_hyperparameters_that_vary_split_a_method(tmp_path):
+    for i, schedule in enumerate(["constant", "linear_decay"]):
+        for seed in (0, 1):
+            _run(tmp_path, f"{i}{seed}", "l1_sparse", "dense", 0.0, seed, ua=5.0 + i,
+                 hparams={"gamma": 5e-4, "schedule": schedule, "seed": seed})
+    report(tmp_path)
+    csv = pd.read_csv(tmp_path / "report.csv")
+    assert sorted(csv["method"]) == ["l1_sparse (schedule=constant)", "l1_sparse (schedule=linear_decay)"]
+    assert "| l1_sparse (schedule=linear_decay) |" in (tmp_path / "report.md").read_text()

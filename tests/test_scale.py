@@ -116,3 +116,25 @@ def test_ddp_on_cpu_two_processes(tmp_path):
     log = next((tmp_path / "cache").glob("base/*/logs/metrics.csv")).read_text().splitlines()
     last_step = int(log[-1].split(",")[log[0].split(",").index("step")])
     assert last_step + 1 == 6 * 11
+
+
+def test_table3_tiny_sweep_trains_each_base_model_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", "+experiment=table3_tiny", *TINY,
+         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = list(sweep.glob("*/metrics.json"))
+    assert len(jobs) == 2 * 2 * 4 * 2  # pruners x forgetting settings x methods x seeds
+    cache = tmp_path / "cache"
+    assert len(list(cache.glob("base/*/meta.json"))) == 2  # one dense model per seed
+    assert len(list(cache.glob("prune/*/meta.json"))) == 2  # one OMP model per seed
+    assert len(list(cache.glob("reference/*/meta.json"))) == 2 * 2 * 2  # per (model, forget set, seed)
+    assert proc.stdout.count("base: built and cached") == 2
+    report = (sweep / "report.md").read_text()
+    assert "## digits / small_cnn, forget: class" in report and "## digits / small_cnn, forget: random" in report
+    for method in ("| retrain |", "| ft |", "| ga |", "| l1_sparse |"):
+        assert method in report
+    assert list(sweep.glob("metrics_vs_sparsity_*.png"))

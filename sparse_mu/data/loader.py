@@ -28,7 +28,10 @@ class EpochSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
-        return torch.Generator(device).manual_seed(self.seed * 1_000_003 + self.epoch)
+        # Mixed (an LCG step) so no epoch's order coincides with another draw seeded by the
+        # plain job seed, e.g. a random forget set (it would then come first in epoch 0).
+        mixed = ((self.seed * 1_000_003 + self.epoch) * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % 2**63
+        return torch.Generator(device).manual_seed(mixed)
 
     def order(self) -> torch.Tensor:
         if not self.shuffle:

@@ -11,9 +11,12 @@ from torch import nn
 
 from sparse_mu.data import ForgetSet, ImageData
 from sparse_mu.metrics.accuracy import accuracy, predict
+from sparse_mu.metrics.backdoor import attack_success
 from sparse_mu.metrics.mia import mia_efficacy, mia_privacy
 
 GAP_KEYS = ("UA", "RA", "TA", "MIA_efficacy")
+# The nested records of metrics.json whose numbers go to the loggers and the sweep reports.
+NESTED = ("retrain", "gap", "original", "transfer_acc", "transfer_time_s", "unpruned")
 
 
 def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, batch_size: int = 1024,
@@ -21,10 +24,12 @@ def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, b
              precision: str = "32-true") -> dict:
     """All evaluation metrics (percent) of `net`, with eval transforms.
 
-    UA = 100 - Acc(D_f); RA = Acc(D_r); TA = Acc(test) (class-wise: without the class, whose own
-    test accuracy is `TA_forgotten_class`); MIA_efficacy with the confidence feature (plus
-    `MIA_efficacy_<feature>` for other features asked for), MIA_privacy if `privacy`. The net
-    runs under the autocast of the trainer's `precision`.
+    UA = 100 - Acc(D_f); RA = Acc(D_r); TA = Acc(test) (class-wise: without the forgotten
+    classes, whose own test accuracy is `TA_forgotten_class`); MIA_efficacy with the confidence
+    feature (plus `MIA_efficacy_<feature>` for other features asked for), MIA_privacy if
+    `privacy`. Backdoor forgetting adds SA (clean test accuracy) and ASR / ASR_legacy on the
+    triggered test images (`attack_success`). The net runs under the autocast of the trainer's
+    `precision`.
     """
     net = net.to(device)
 
@@ -38,15 +43,20 @@ def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, b
     f_rows, r_rows = row[forget.forget], row[forget.retain]
     forget_out = (train_p[f_rows], train_y[f_rows])
     retain_out = (train_p[r_rows], train_y[r_rows])
-    keep = torch.ones(len(test_y), dtype=torch.bool) if forget.class_idx is None else test_y != forget.class_idx
+    keep = ~forget.forgotten(test_y)
     test_out = (test_p[keep], test_y[keep])
     m = {
         "UA": 100.0 - accuracy(*forget_out),
         "RA": accuracy(*retain_out),
         "TA": accuracy(*test_out),
     }
-    if forget.class_idx is not None:
+    if forget.classes:
         m["TA_forgotten_class"] = accuracy(test_p[~keep], test_y[~keep])
+    if forget.backdoor is not None:
+        triggered = forget.backdoor.triggered_test(data)
+        trig_p, trig_y = predict(net, triggered.loader(triggered.test, batch_size=batch_size, train=False, device=device),
+                                 precision)
+        m |= {"SA": accuracy(test_p, test_y), **attack_success(trig_p, trig_y, forget.backdoor.target_class)}
     # One SVC per requested attack; libsvm releases the GIL, so threads fit them side by side.
     attacks = {("MIA_efficacy" if i == 0 else f"MIA_efficacy_{name}"): (mia_efficacy, (retain_out, test_out, forget_out, seed, name))
                for i, name in enumerate(mia_features)}
