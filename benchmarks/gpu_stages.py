@@ -16,8 +16,9 @@ timing does not depend on the pixels; `--data` takes a real CIFAR-10 .npz instea
    synchronisations (a per-step sync would show as one per batch).
 2. stages: `python run.py`'s pipeline with `pruner=dense forget=random forget.fraction=0.1`
    (the paper's random forgetting) and, one run each, the unlearners FT (`--ft-epochs`, paper 10),
-   Retrain (`--retrain-epochs`, paper 182), and FF, IU where conf/unlearner has them;
-   the stage time is the unlearning loop's `RTE_s` (device synchronised), as in metrics.json.
+   Retrain (`--retrain-epochs`, paper 182), and FF, IU where conf/unlearner has them (their
+   per-sample-gradient chunks sized by `--memory-mb`); the stage time is the unlearning loop's
+   `RTE_s` (device synchronised), as in metrics.json.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ft-epochs", type=int, default=10)
     p.add_argument("--retrain-epochs", type=int, default=182)
+    p.add_argument("--memory-mb", type=float, default=8192,
+                   help="FF/IU per-sample-gradient memory budget (unlearner.memory_mb; config default 1024)")
     p.add_argument("--compile", action="store_true", help="fast.compile=true (torch.compile) everywhere")
     p.add_argument("--skip-stages", action="store_true")
     return p.parse_args(argv)
@@ -104,15 +107,15 @@ def stages_section(args: argparse.Namespace, data: Path, work: Path) -> None:
     missing = [u for u in UNLEARNERS if u not in present]
     base = [*overrides(args, data, work), "pruner=dense", "forget=random", "forget.fraction=0.1",
             "eval.retrain_reference=false", "train.epochs=2", "train.rewind_epoch=1"]
-    epochs = {"ft": args.ft_epochs, "retrain": args.retrain_epochs}
+    extra_settings = {"ft": [f"unlearner.epochs={args.ft_epochs}"], "retrain": [f"unlearner.epochs={args.retrain_epochs}"],
+                      "ff": [f"unlearner.memory_mb={args.memory_mb}"], "iu": [f"unlearner.memory_mb={args.memory_mb}"]}
     for name in present:
-        extra = [f"unlearner.epochs={epochs[name]}"] if name in epochs else []
+        extra = extra_settings[name]
         cfg = harness.compose([*base, f"unlearner={name}", *extra])
         start = time.perf_counter()
         m = pipeline.run(cfg, work / "runs" / name)
         wall = time.perf_counter() - start
-        n_epochs = m["hparams"].get("epochs")
-        print(f"stage {name}: RTE {m['RTE_s']:.1f} s ({n_epochs} epochs), run wall {wall:.1f} s, "
+        print(f"stage {name}: RTE {m['RTE_s']:.1f} s ({m['hparams'].get('epochs', 1)} epochs), run wall {wall:.1f} s, "
               f"UA {m['UA']:.1f} RA {m['RA']:.1f} TA {m['TA']:.1f}")
         print(f"{name}_s={m['RTE_s']:.1f}")
     if missing:
