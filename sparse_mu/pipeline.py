@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from sparse_mu.cache import (
@@ -42,6 +42,7 @@ from sparse_mu.callbacks import LastCheckpoint, MaskEnforcer, StageTimer
 from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, check
+from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
     GAP_KEYS,
@@ -89,7 +90,9 @@ def _without(node, group: str) -> dict:
 
 
 def _cpu_state(net: nn.Module) -> State:
-    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    """A copy of the weights on the CPU, in the standard layout whatever the net trains in."""
+    return {k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+            for k, v in net.state_dict().items()}
 
 
 def choices(cfg: DictConfig) -> dict[str, str]:
@@ -132,6 +135,11 @@ class Job:
         return int(self.cfg.seed)
 
     @property
+    def precision(self) -> str:
+        """The trainer's precision, resolved (never `auto`)."""
+        return str(self.cfg.trainer.precision)
+
+    @property
     def eval_batch_size(self) -> int:
         """eval.batch_size, or by device: CPU inference is fastest with small batches."""
         return int(self.cfg.eval.batch_size or (1024 if self.device.type == "cuda" else 128))
@@ -146,14 +154,15 @@ class Job:
         c, size = self.data.in_channels, self.data.image_size
         net = build(self.cfg.arch, num_classes=self.data.num_classes, in_channels=c, image_size=size)
         net.input_shape = (c, size, size)
-        return net
+        return prepare_net(net, bool(self.cfg.fast.channels_last))
 
     def fit(self, module: L.LightningModule, stage: str, mask: Mask | None, logger: Logger | bool,
             ckpt_dir: Path | None = None) -> float:
         """Train `module` with the configured trainer and callbacks; returns the loop's seconds.
 
         The mask-enforcing callback is attached whenever there is a mask. With `ckpt_dir`, the
-        loop saves `last.ckpt` there every `checkpoint_every` epochs and resumes from it.
+        loop saves `last.ckpt` there every `checkpoint_every` epochs and resumes from it. With
+        `fast.compile`, the net's forward is compiled in place (its state_dict keys unchanged).
         """
         timer = StageTimer()
         callbacks = [build(c) for c in self.cfg.callbacks.values() if c is not None]
@@ -167,6 +176,8 @@ class Job:
             callbacks.append(saver)
             resume = saver.path if saver.path.is_file() else None
         trainer = build(self.cfg.trainer, max_epochs=module.epochs, callbacks=callbacks, logger=logger)
+        if self.cfg.fast.compile:
+            module.net.compile()
         module.stage = stage
         trainer.fit(module, ckpt_path=resume, weights_only=True)
         return timer.seconds
@@ -186,7 +197,7 @@ class Job:
     def outputs(self, net: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax outputs and labels of `net` on `indices`, eval transforms."""
         loader = self.data.loader(indices, batch_size=self.eval_batch_size, train=False, device=self.device)
-        return predict(net.to(self.device), loader)
+        return predict(net.to(self.device), loader, self.precision)
 
     def quick_accuracy(self, net: nn.Module) -> dict:
         """Accuracy on D, validation and test: how well a trained model fits."""
@@ -196,7 +207,8 @@ class Job:
     def metrics(self, net: nn.Module) -> dict:
         ev = self.cfg.eval
         return evaluate(net, self.data, self.forget, seed=self.seed, batch_size=self.eval_batch_size,
-                        device=self.device, mia_features=tuple(ev.mia_features), privacy=bool(ev.mia_privacy))
+                        device=self.device, mia_features=tuple(ev.mia_features), privacy=bool(ev.mia_privacy),
+                        precision=self.precision)
 
     def net_with(self, state: State) -> nn.Module:
         net = self.make_net()
@@ -204,9 +216,22 @@ class Job:
         return net
 
 
+def resolve_speed_settings(cfg: DictConfig, device: torch.device) -> None:
+    """Replace `auto` in `trainer.precision` and `fast.*` by what `device` gets, in place, so the
+    saved config and the cache keys hold the values actually used."""
+    check(cfg.fast.compile in (True, False), "fast.compile", "true or false", cfg.fast.compile)
+    with open_dict(cfg):
+        cfg.trainer.precision = resolve_precision(cfg.trainer.precision, device)
+        cfg.fast.channels_last = resolve_channels_last(cfg.fast.channels_last)
+        if cfg.trainer.get("benchmark") is None:
+            cfg.trainer.benchmark = not cfg.trainer.get("deterministic")
+
+
 def setup(cfg: DictConfig, out_dir: Path) -> Job:
     """Instantiate and check every component before any training: bad input fails here."""
     L.seed_everything(int(cfg.seed), verbose=False)
+    device = pick_device(cfg)
+    resolve_speed_settings(cfg, device)
     source = build(cfg.dataset)
     pruner = build(cfg.pruner)
     forget_spec = build(cfg.forget)
@@ -217,7 +242,7 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
                           f"{len(forget.retain)} samples; both must be non-empty")
     if int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"checkpoint_every must be >= 0 (0 = no checkpoints); got {cfg.checkpoint_every}")
-    job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), pick_device(cfg))
+    job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), device)
     net = job.make_net()
     pruner.validate(net)
     job.train_profile(net)
@@ -613,6 +638,7 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         "original": {k: original[k] for k in (*GAP_KEYS, *backdoor)},
         "config_hash": stable_hash(identity),
         "device": device_name(job.device),
+        "precision": job.precision,
         "seed": job.seed,
         **{k: names[k] for k in ("dataset", "arch", "pruner", "unlearner", "forget")},
         "forget_size": len(job.forget.forget),

@@ -11,6 +11,7 @@ import torch
 
 from sparse_mu.config import build
 from sparse_mu.data import prepare
+from sparse_mu.pipeline import resolve_speed_settings
 from sparse_mu.pruning import BaseWeights, Mask, export_published
 from sparse_mu.unlearn import UnlearnTask
 from tests.conftest import CONF, ROOT, compose_cfg
@@ -89,6 +90,7 @@ def test_runtime_groups(group, tmp_path):
     for option in options(group):
         cfg = compose_cfg([f"{group}={option}"])
         if group == "trainer":
+            resolve_speed_settings(cfg, torch.device("cpu"))  # as the pipeline does: no `auto` reaches Lightning
             build(cfg.trainer, max_epochs=1, logger=False)
         elif group == "logger":
             for node in (cfg.logger or {}).values():

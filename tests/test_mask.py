@@ -9,6 +9,7 @@ import torch
 from sparse_mu.callbacks import MaskEnforcer
 from sparse_mu.data import ClassForget, Digits, prepare
 from sparse_mu.errors import ConfigError
+from sparse_mu.fast import prepare_net
 from sparse_mu.models import SmallCNN, resnet20s
 from sparse_mu.pruning import OMP, BaseWeights, Dense, Mask, prunable_weights, weight_sparsity
 from sparse_mu.pruning.pruners import magnitude_scores
@@ -63,10 +64,11 @@ def test_pruner_settings():
         OMP(rewind="later")
 
 
-def test_pruned_weights_stay_zero_through_ft_with_weight_decay_and_momentum():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pruned_weights_stay_zero_through_ft_with_weight_decay_and_momentum(channels_last):
     data = prepare(Digits())
     torch.manual_seed(0)
-    net = SmallCNN(10, 1, 8)
+    net = prepare_net(SmallCNN(10, 1, 8), channels_last)
     state = net.state_dict()
     mask = Mask.from_scores(magnitude_scores(net), 0.9)
     task = UnlearnTask(data, ClassForget(0).select(data), mask, BaseWeights(state, state, state))

@@ -37,7 +37,9 @@ class MaskEnforcer(Callback):
         self.mask.validate(net)
         pairs = list(self.mask.pairs(net))
         self._params = [p for p, _ in pairs]
-        self._masks = [m.to(p.device, p.dtype) for p, m in pairs]
+        # In each weight's own dtype and memory layout (channels-last convs): gradients and
+        # optimiser buffers share it, so the multi-tensor ops below take their fast path.
+        self._masks = [torch.empty_like(p, requires_grad=False).copy_(m) for p, m in pairs]
         self._zero_weights()
 
     @torch.no_grad()
@@ -47,18 +49,24 @@ class MaskEnforcer(Callback):
 
     @torch.no_grad()
     def _zero_state(self, trainer: L.Trainer) -> None:
+        # One multi-tensor op over all per-weight buffers (momentum, Adam moments): this runs
+        # after every step, and a kernel per buffer is most of its cost on a GPU.
+        buffers, masks = [], []
         for opt in trainer.optimizers:
             for p, m in zip(self._params, self._masks, strict=True):
                 for v in opt.state.get(p, {}).values():
                     if torch.is_tensor(v) and v.shape == p.shape:
-                        v.mul_(m)
+                        buffers.append(v)
+                        masks.append(m)
+        if buffers:
+            torch._foreach_mul_(buffers, masks)
 
     def on_after_backward(self, trainer, pl_module) -> None:
-        grads = [p.grad for p in self._params if p.grad is not None]
-        if grads:
-            masks = [m for p, m in zip(self._params, self._masks, strict=True) if p.grad is not None]
+        pairs = [(p.grad, m) for p, m in zip(self._params, self._masks, strict=True) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs, strict=True)
             with torch.no_grad():
-                torch._foreach_mul_(grads, masks)
+                torch._foreach_mul_(list(grads), list(masks))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._zero_weights()

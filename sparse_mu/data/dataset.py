@@ -82,6 +82,21 @@ def split(source: Source, y_train: torch.Tensor, y_test: torch.Tensor | None
     return order, y, train, val, torch.arange(n_pool, len(y))
 
 
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) std of uint8 images on the 0-1 scale, accumulated in
+    float64 over chunks of images: a float64 copy of the whole set would need 8x its memory."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for part in x.split(chunk):
+        part = part.double()
+        total += part.sum((0, 2, 3))
+        squares += part.square().sum((0, 2, 3))
+    n = x.numel() // x.shape[1]
+    mean = total / n
+    var = (squares - n * mean.square()) / max(n - 1, 1)
+    return (mean / 255).float(), (var.clamp_min(0).sqrt() / 255).float()
+
+
 def prepare(source: Source) -> ImageData:
     """Load `source` and split it (`split`); folder data sets stream from disk (`FolderData`)."""
     if hasattr(source, "prepare"):  # folder data sets (sparse_mu.data.folder) split themselves
@@ -94,8 +109,7 @@ def prepare(source: Source) -> ImageData:
     num_classes = max(len(raw.classes), int(y.max()) + 1)
     classes = raw.classes if len(raw.classes) == num_classes else [str(i) for i in range(num_classes)]
     if source.mean is None or source.std is None:
-        pool = x[train].double() / 255
-        mean, std = pool.mean((0, 2, 3)).float(), pool.std((0, 2, 3)).float()
+        mean, std = channel_stats(x[train])
     mean = torch.tensor(source.mean, dtype=torch.float32) if source.mean is not None else mean
     std = torch.tensor(source.std, dtype=torch.float32) if source.std is not None else std
     check(len(mean) == len(std) == x.shape[1], "dataset.mean/dataset.std",

@@ -6,20 +6,31 @@ import torch
 from torch import nn
 
 from sparse_mu.data import TensorLoader
+from sparse_mu.fast import autocast
 
 
 @torch.inference_mode()
-def predict(net: nn.Module, loader: TensorLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities (float32, on the CPU) and labels, in the loader's order."""
+def predict(net: nn.Module, loader: TensorLoader, precision: str = "32-true") -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (float32, on the CPU) and labels, in the loader's order.
+
+    Runs under the autocast that `precision` (the trainer's) trains with. Batches are copied to
+    the host asynchronously (into pinned memory) with one synchronisation at the end, so the
+    device never waits for the host and holds only one batch of outputs.
+    """
     was_training = net.training
     net.eval()
-    probs, labels = [], []
+    probs, labels, device = [], [], None
     for x, y, _ in loader:
-        probs.append(torch.softmax(net(x).float(), dim=1).cpu())
-        labels.append(y.cpu())
+        device = x.device
+        with autocast(device, precision):
+            logits = net(x)
+        probs.append(torch.softmax(logits.float(), dim=1).to("cpu", non_blocking=True))
+        labels.append(y.to("cpu", non_blocking=True))
     net.train(was_training)
-    if not probs:
+    if device is None:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return torch.cat(probs), torch.cat(labels)
 
 

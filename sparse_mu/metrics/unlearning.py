@@ -20,19 +20,21 @@ NESTED = ("retrain", "gap", "original", "transfer_acc", "transfer_time_s", "unpr
 
 
 def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, batch_size: int = 1024,
-             device: torch.device | str = "cpu", mia_features=("confidence",), privacy: bool = False) -> dict:
+             device: torch.device | str = "cpu", mia_features=("confidence",), privacy: bool = False,
+             precision: str = "32-true") -> dict:
     """All evaluation metrics (percent) of `net`, with eval transforms.
 
     UA = 100 - Acc(D_f); RA = Acc(D_r); TA = Acc(test) (class-wise: without the forgotten
     classes, whose own test accuracy is `TA_forgotten_class`); MIA_efficacy with the confidence
     feature (plus `MIA_efficacy_<feature>` for other features asked for), MIA_privacy if
     `privacy`. Backdoor forgetting adds SA (clean test accuracy) and ASR / ASR_legacy on the
-    triggered test images (`attack_success`).
+    triggered test images (`attack_success`). The net runs under the autocast of the trainer's
+    `precision`.
     """
     net = net.to(device)
 
     def outputs(idx: torch.Tensor):
-        return predict(net, data.loader(idx, batch_size=batch_size, train=False, device=device))
+        return predict(net, data.loader(idx, batch_size=batch_size, train=False, device=device), precision)
 
     train_p, train_y = outputs(data.train)
     test_p, test_y = outputs(data.test)
@@ -52,7 +54,8 @@ def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, b
         m["TA_forgotten_class"] = accuracy(test_p[~keep], test_y[~keep])
     if forget.backdoor is not None:
         triggered = forget.backdoor.triggered_test(data)
-        trig_p, trig_y = predict(net, triggered.loader(triggered.test, batch_size=batch_size, train=False, device=device))
+        trig_p, trig_y = predict(net, triggered.loader(triggered.test, batch_size=batch_size, train=False, device=device),
+                                 precision)
         m |= {"SA": accuracy(test_p, test_y), **attack_success(trig_p, trig_y, forget.backdoor.target_class)}
     # One SVC per requested attack; libsvm releases the GIL, so threads fit them side by side.
     attacks = {("MIA_efficacy" if i == 0 else f"MIA_efficacy_{name}"): (mia_efficacy, (retain_out, test_out, forget_out, seed, name))
