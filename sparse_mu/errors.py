@@ -1,4 +1,4 @@
-"""The one exception type for bad user input."""
+"""The exception types for bad user input."""
 
 
 class ConfigError(ValueError):
@@ -7,6 +7,10 @@ class ConfigError(ValueError):
     The message names the setting (as typed on the command line) and what is allowed, so
     `run.py` can print it as a single line instead of a traceback.
     """
+
+
+class Diverged(ConfigError):
+    """Training produced a non-finite loss or weights: a learning rate or step size too large."""
 
 
 def check(condition: bool, key: str, allowed: str, got: object) -> None:

@@ -41,7 +41,7 @@ from sparse_mu.cache import (
 from sparse_mu.callbacks import LastCheckpoint, MaskEnforcer, StageTimer
 from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
-from sparse_mu.errors import ConfigError, check
+from sparse_mu.errors import ConfigError, Diverged, check
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
@@ -205,6 +205,9 @@ class Job:
         return {name: accuracy(*self.outputs(net, idx)) for name, idx in parts}
 
     def metrics(self, net: nn.Module) -> dict:
+        if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
+            raise Diverged("the model to evaluate has non-finite weights: a stage diverged; lower its "
+                           "learning rate or step size (e.g. unlearner.lr, unlearner.alpha)")
         ev = self.cfg.eval
         return evaluate(net, self.data, self.forget, seed=self.seed, batch_size=self.eval_batch_size,
                         device=self.device, mia_features=tuple(ev.mia_features), privacy=bool(ev.mia_privacy),

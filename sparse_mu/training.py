@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparse_mu.data import ImageData
-from sparse_mu.errors import check
+from sparse_mu.errors import Diverged, check
 from sparse_mu.fast import optimizer_kernel
 from sparse_mu.optim import SAM
 
@@ -110,7 +110,11 @@ class TrainLoop(L.LightningModule):
         total, steps = self._losses.get(name, (0.0, 0))
         self._losses[name] = total, steps = total + value.detach().float(), steps + 1
         if progress.is_last_batch or progress.current.ready == self.trainer.num_training_batches:
-            self.log(name, total / steps, on_step=False, on_epoch=True, prog_bar=True)
+            mean = total / steps
+            if not torch.isfinite(mean):  # one host read per epoch: stop a diverged run early
+                raise Diverged(f"{name} is {float(mean)} in epoch {self.current_epoch + 1} at learning rate "
+                               f"{self.lr}: training diverged; lower the learning rate of this stage")
+            self.log(name, mean, on_step=False, on_epoch=True, prog_bar=True)
             self._logged.add(name)
 
 

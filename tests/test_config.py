@@ -29,6 +29,18 @@ def test_every_group_has_options():
         assert options(g), f"conf/{g} is empty"
 
 
+@pytest.mark.parametrize("tuned", sorted(p.stem for p in (CONF / "tuned").glob("*.yaml")))
+def test_tuned_settings_apply_to_their_data_set_and_method_and_yield_to_the_command_line(tuned):
+    dataset = max((d for d in options("dataset") if tuned.startswith(d + "_")), key=len)
+    method = tuned[len(dataset) + 1:]
+    assert method in options("unlearner"), f"conf/tuned/{tuned}.yaml names no unlearner"
+    group = [f"dataset={dataset}", f"unlearner={method}"]
+    tuned_node, plain = compose_cfg(group).unlearner, compose_cfg([*group, "~tuned"]).unlearner
+    changed = sorted(k for k in plain if tuned_node[k] != plain[k])
+    assert changed, f"conf/tuned/{tuned}.yaml changes nothing"
+    assert compose_cfg([*group, f"unlearner.{changed[0]}=123"]).unlearner[changed[0]] == 123
+
+
 @pytest.fixture(scope="module")
 def digits():
     return prepare(build(compose_cfg([]).dataset))

@@ -14,7 +14,7 @@ from torch import nn
 from sparse_mu import pipeline
 from sparse_mu.callbacks import L1Schedule, MaskEnforcer
 from sparse_mu.data import Augment, ClassForget, Digits, ForgetSet, ImageData, RandomForget, prepare
-from sparse_mu.errors import ConfigError
+from sparse_mu.errors import ConfigError, Diverged
 from sparse_mu.models import SmallCNN
 from sparse_mu.pruning import BaseWeights, Mask, classifier_head, prunable_weights, weight_sparsity
 from sparse_mu.pruning.pruners import magnitude_scores
@@ -133,6 +133,13 @@ def test_ga_raises_the_forget_loss(digits):
     net.train()
     fit(GradientAscent(net, task, **{**LOOP, "lr": 0.01}), batches=None)
     assert forget_loss(net, digits, task.forget) > before + 0.5
+
+
+def test_a_diverged_run_stops_at_the_first_non_finite_epoch_with_one_clear_error(digits):
+    net = make_net()
+    module = GradientAscent(net, make_task(digits, net, sparsity=None), **{**LOOP, "epochs": 5, "lr": 1e6})
+    with pytest.raises(Diverged, match=r"unlearn/forget_loss is (nan|inf) in epoch [12] at learning rate 1000000.0"):
+        fit(module, batches=None)
 
 
 # -- l1-sparse --------------------------------------------------------------------------------
