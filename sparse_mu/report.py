@@ -240,7 +240,7 @@ class SweepReport(Callback):
         root = Path(config.hydra.sweep.dir)
         done = report(root)
         console = Console()
-        console.print(f"sweep: {done['runs']} runs, {done['failed']} failed; report in {root / 'report.md'}")
+        console.print(f"sweep: {done['runs']} runs finished, {done['failed']} failed; report in {root / 'report.md'}")
         if done["failed"]:
             raise SystemExit(1)
 
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     done = report(args.root, args.out)
     console = Console()
-    console.print(f"{done['runs']} runs, {done['failed']} failed")
+    console.print(f"{done['runs']} runs finished, {done['failed']} failed")
     for path in done["files"]:
         console.print(f"  wrote {path}")
     if done["failed"]:
