@@ -40,7 +40,7 @@ class SalUn(RandomLabels):
     transforms) on the original model. The mask is saved in the checkpoint, so a resumed run
     keeps it instead of recomputing it from partly unlearned weights.
 
-    As published, only gradients are masked: weight decay still shrinks the other weights.
+    Only gradients are masked: weight decay still shrinks the other weights (docs/unlearners.md).
     """
 
     def __init__(self, net: nn.Module, task: UnlearnTask, *, ratio: float = 0.5, node: str = "unlearner", **loop):
