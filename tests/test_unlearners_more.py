@@ -145,6 +145,7 @@ def test_bad_teacher_moves_the_student_toward_the_bad_teacher_on_d_f(digits, tra
                             reduction="batchmean").item()
 
     before = kl_to_bad()
+    net.train()
     fit(module, batches=None)
     assert kl_to_bad() < 0.5 * before
     assert accuracy(net, digits, task.forget.forget) < 50
@@ -210,15 +211,15 @@ def test_boundary_shrink_labels_come_from_one_fgsm_step_on_the_original_model(di
     assert (labels != y).float().mean() > 0.5  # the step crosses into a neighbouring class
 
 
-def test_boundary_shrink_and_expand_forget_the_class(digits, trained):
+def test_boundary_shrink_and_expand_forget_the_class_and_keep_the_rest(digits, trained):
     for cls, extra in ((BoundaryShrink, {"bound": 0.3}), (BoundaryExpand, {})):
         net = trained_net(trained)
         task = make_task(digits, net, sparsity=None, forget=ClassForget(3))
         assert accuracy(net, digits, task.forget.forget) > 90
+        net.train()  # as the pipeline hands it over (Lightning keeps a module's eval mode)
         fit(cls(net, task, **{**LOOP, "epochs": 4, "lr": 0.005, "weight_decay": 0.0}, **extra), batches=None)
         assert accuracy(net, digits, task.forget.forget) < 30, cls.__name__
-        if cls is BoundaryExpand:  # Shrink's RA on this BatchNorm net depends on the seed (see docs)
-            assert accuracy(net, digits, task.forget.retain) > 85
+        assert accuracy(net, digits, task.forget.retain) > 85, cls.__name__
 
 
 def test_boundary_expand_drops_its_shadow_class(digits):
