@@ -386,7 +386,9 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
             save_tensors(state, done)
             return state
 
-        state, mask = job.pruner.prune(job.make_net(), base, train)
+        # pruners that score a few training samples (SNIP, GraSP) see D, or D_r when un-pruning
+        extra = {"data": (job.data, job.forget.retain if retain else job.data.train)} if job.pruner.needs_data else {}
+        state, mask = job.pruner.prune(job.make_net(), base, train, **extra)
         for done in work.glob("round*.pt"):
             done.unlink()
         save_tensors(state, work / "model.pt")

@@ -1,6 +1,7 @@
 """Masks, pruners, mask metrics and the published checkpoint format."""
 
 from sparse_mu.pruning.analysis import iom, iou
+from sparse_mu.pruning.at_init import SNIP, GraSP
 from sparse_mu.pruning.mask import (
     Mask,
     classifier_head,
@@ -14,7 +15,7 @@ from sparse_mu.pruning.published import Checkpoint, export_published, load_publi
 from sparse_mu.pruning.synflow import SynFlow
 
 __all__ = [
-    "IMP", "OMP", "NMPruner", "BaseWeights", "Checkpoint", "Dense", "Mask", "Pruner", "Random", "SynFlow",
+    "IMP", "OMP", "SNIP", "GraSP", "NMPruner", "BaseWeights", "Checkpoint", "Dense", "Mask", "Pruner", "Random", "SynFlow",
     "classifier_head", "export_published", "iom", "iou", "layer_sparsity", "load_published",
     "prunable_weights", "weight_sparsity",
 ]
