@@ -1,5 +1,6 @@
 """Sweep reports: the paper's table layout, mean ± std over seeds only, plots, failed and
-unreadable runs listed. Run folders are synthetic (metrics.json + config.yaml, as a run writes them)."""
+unreadable runs listed. Run folders are synthetic (metrics.json + config.yaml, as a run writes
+them)."""
 
 from __future__ import annotations
 
@@ -21,36 +22,75 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[last] = value
 
 
-def _run(root, name, unlearner="ft", pruner="omp", sparsity=95.0, seed=0, ua=10.0, forget="class",
-         dataset="digits", config=None, choices=None, metrics=None):
+def _run(
+    root,
+    name,
+    unlearner="ft",
+    pruner="omp",
+    sparsity=95.0,
+    seed=0,
+    ua=10.0,
+    forget="class",
+    dataset="digits",
+    config=None,
+    choices=None,
+    metrics=None,
+):
     """One run folder: metrics.json, config.yaml (the resolved config), .hydra/hydra.yaml."""
     d = root / name
     (d / ".hydra").mkdir(parents=True)
-    m = {"dataset": dataset, "arch": "small_cnn", "forget": forget, "unlearner": unlearner, "pruner": pruner,
-         "target_sparsity": sparsity, "seed": seed, "UA": ua, "RA": 99.0, "TA": 97.0, "MIA_efficacy": ua / 2,
-         "RTE_s": 1.5, "sparsity": sparsity, "disparity_avg": 10.0 + seed, "device": "cpu", "precision": "32",
-         "retrain": {"UA": 100.0, "RA": 99.5, "TA": 97.5, "MIA_efficacy": 100.0, "RTE_s": 9.0},
-         "gap": {"UA": ua - 100.0, "RA": -0.5, "TA": -0.5, "MIA_efficacy": ua / 2 - 100.0},
-         "original": {"UA": 0.0, "RA": 100.0, "TA": 98.0, "MIA_efficacy": 0.0},
-         "hparams": {"lr": 0.01, "seed": seed}} | (metrics or {})
-    cfg = {"dataset": {"name": dataset, "epochs": 40, "workers": 0},
-           "train": {"epochs": 40}, "pruner": {"_target_": pruner, "sparsity": sparsity / 100},
-           "unlearner": {"_target_": unlearner, "lr": 0.01, "epochs": 10},
-           "reference": {"epochs": 40},
-           "forget": {"_target_": forget, "class_idx": 0, "seed": seed} if forget == "class"
-           else {"_target_": forget, "fraction": 0.1, "seed": seed},
-           "trainer": {"devices": 1, "enable_progress_bar": seed % 2 == 0},
-           "logger": {"wandb": {"name": f"{unlearner}-s{seed}"}},
-           "paths": {"output_dir": f"out/{name}", "cache_dir": f"cache{seed}"},
-           "callbacks": {"progress": {"interactive": seed % 2 == 1}},
-           "seed": seed, "checkpoint_every": seed + 1}
+    m = {
+        "dataset": dataset,
+        "arch": "small_cnn",
+        "forget": forget,
+        "unlearner": unlearner,
+        "pruner": pruner,
+        "target_sparsity": sparsity,
+        "seed": seed,
+        "UA": ua,
+        "RA": 99.0,
+        "TA": 97.0,
+        "MIA_efficacy": ua / 2,
+        "RTE_s": 1.5,
+        "sparsity": sparsity,
+        "disparity_avg": 10.0 + seed,
+        "device": "cpu",
+        "precision": "32",
+        "retrain": {"UA": 100.0, "RA": 99.5, "TA": 97.5, "MIA_efficacy": 100.0, "RTE_s": 9.0},
+        "gap": {"UA": ua - 100.0, "RA": -0.5, "TA": -0.5, "MIA_efficacy": ua / 2 - 100.0},
+        "original": {"UA": 0.0, "RA": 100.0, "TA": 98.0, "MIA_efficacy": 0.0},
+        "hparams": {"lr": 0.01, "seed": seed},
+    } | (metrics or {})
+    cfg = {
+        "dataset": {"name": dataset, "epochs": 40, "workers": 0},
+        "train": {"epochs": 40},
+        "pruner": {"_target_": pruner, "sparsity": sparsity / 100},
+        "unlearner": {"_target_": unlearner, "lr": 0.01, "epochs": 10},
+        "reference": {"epochs": 40},
+        "forget": {"_target_": forget, "class_idx": 0, "seed": seed}
+        if forget == "class"
+        else {"_target_": forget, "fraction": 0.1, "seed": seed},
+        "trainer": {"devices": 1, "enable_progress_bar": seed % 2 == 0},
+        "logger": {"wandb": {"name": f"{unlearner}-s{seed}"}},
+        "paths": {"output_dir": f"out/{name}", "cache_dir": f"cache{seed}"},
+        "callbacks": {"progress": {"interactive": seed % 2 == 1}},
+        "seed": seed,
+        "checkpoint_every": seed + 1,
+    }
     for key, value in (config or {}).items():
         _set(cfg, key, value)
-    picked = {"dataset": dataset, "unlearner": unlearner, "debug": None, "tuning": "none",
-              "hydra/launcher": "basic"} | (choices or {})
+    picked = {
+        "dataset": dataset,
+        "unlearner": unlearner,
+        "debug": None,
+        "tuning": "none",
+        "hydra/launcher": "basic",
+    } | (choices or {})
     (d / "metrics.json").write_text(json.dumps(m))
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (d / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": picked}}}))
+    (d / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": picked}}})
+    )
     return d
 
 
@@ -59,11 +99,21 @@ def sweep(tmp_path):
     cells = [("ft", "dense", 0.0), ("ft", "omp", 95.0), ("ga", "dense", 0.0), ("ga", "omp", 95.0)]
     for i, (unlearner, pruner, sparsity) in enumerate(cells):
         for seed in (0, 1):
-            _run(tmp_path, f"{i}{seed}", unlearner, pruner, sparsity, seed, ua=10.0 * (i + 1) + seed,
-                 config={"unlearner.lr": 0.01 if unlearner == "ft" else 1e-4})
+            _run(
+                tmp_path,
+                f"{i}{seed}",
+                unlearner,
+                pruner,
+                sparsity,
+                seed,
+                ua=10.0 * (i + 1) + seed,
+                config={"unlearner.lr": 0.01 if unlearner == "ft" else 1e-4},
+            )
     bad = tmp_path / "99"
     (bad / ".hydra").mkdir(parents=True)
-    (bad / "FAILED").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: boom in job 99\n")
+    (bad / "FAILED").write_text(
+        "Traceback (most recent call last):\n  ...\nRuntimeError: boom in job 99\n"
+    )
     (bad / ".hydra" / "overrides.yaml").write_text("- unlearner=ga\n- forget.class_idx=3\n")
     return tmp_path
 
@@ -81,9 +131,13 @@ def test_report_tables_and_plot(sweep):
     csv = pd.read_csv(sweep / "report.csv")
     assert set(csv["method"]) == {"ft", "ga"} and (csv["seeds"] == 2).all()
     row = csv[(csv.method == "ga") & (csv.pruner == "omp")].iloc[0]
-    assert row["UA_mean"] == pytest.approx(40.5) and row["disparity_avg_mean"] == pytest.approx(10.5)
+    assert row["UA_mean"] == pytest.approx(40.5) and row["disparity_avg_mean"] == pytest.approx(
+        10.5
+    )
     png, svg = sorted(sweep.glob("*.png")), sorted(sweep.glob("*.svg"))
-    assert [p.name for p in png] == ["metrics_digits_small_cnn_class.png"] and png[0].stat().st_size > 10_000
+    assert [p.name for p in png] == ["metrics_digits_small_cnn_class.png"] and png[
+        0
+    ].stat().st_size > 10_000
     assert [p.stem for p in svg] == [p.stem for p in png]
 
 
@@ -92,15 +146,23 @@ def test_seeds_pool_but_operational_settings_do_not_split(tmp_path):
     for seed in (0, 1, 2):
         _run(tmp_path, str(seed), seed=seed, ua=float(seed), config={"dataset.workers": seed})
     csv = pd.read_csv(report(tmp_path)["files"][1])
-    assert len(csv) == 1 and csv["seeds"].item() == 3 and csv["UA_mean"].item() == pytest.approx(1.0)
+    assert (
+        len(csv) == 1 and csv["seeds"].item() == 3 and csv["UA_mean"].item() == pytest.approx(1.0)
+    )
     assert not {"seed", "forget.seed", "paths.output_dir", "dataset.workers"} & set(csv.columns)
 
 
 def test_forget_fractions_are_not_pooled(tmp_path):
     for i, fraction in enumerate((0.05, 0.3)):
         for seed in (0, 1):
-            _run(tmp_path, f"{i}{seed}", forget="random", seed=seed, ua=80.0 + 10 * i + seed,
-                 config={"forget.fraction": fraction})
+            _run(
+                tmp_path,
+                f"{i}{seed}",
+                forget="random",
+                seed=seed,
+                ua=80.0 + 10 * i + seed,
+                config={"forget.fraction": fraction},
+            )
     report(tmp_path)
     csv = pd.read_csv(tmp_path / "report.csv")
     assert sorted(csv["forget.fraction"]) == [0.05, 0.3] and (csv["seeds"] == 2).all()
@@ -110,13 +172,21 @@ def test_forget_fractions_are_not_pooled(tmp_path):
     assert "## digits / small_cnn, forget: random (forget.fraction=0.3)" in md
     assert {p.name for p in tmp_path.glob("*.png")} == {
         "metrics_digits_small_cnn_random_forget.fraction=0.05.png",
-        "metrics_digits_small_cnn_random_forget.fraction=0.3.png"}
+        "metrics_digits_small_cnn_random_forget.fraction=0.3.png",
+    }
 
 
 def test_data_files_are_not_pooled(tmp_path):
     for i, path in enumerate(("data/a.npz", "data/b.npz")):
         for seed in (0, 1):
-            _run(tmp_path, f"{i}{seed}", dataset="npz", seed=seed, ua=float(i), config={"dataset.path": path})
+            _run(
+                tmp_path,
+                f"{i}{seed}",
+                dataset="npz",
+                seed=seed,
+                ua=float(i),
+                config={"dataset.path": path},
+            )
     csv = pd.read_csv(report(tmp_path)["files"][1])
     assert sorted(csv["dataset.path"]) == ["data/a.npz", "data/b.npz"] and (csv["seeds"] == 2).all()
     assert "forget: class (dataset.path=data/b.npz)" in (tmp_path / "report.md").read_text()
@@ -125,8 +195,14 @@ def test_data_files_are_not_pooled(tmp_path):
 def test_debug_runs_are_not_pooled_with_real_ones(tmp_path):
     for seed in (0, 1):
         _run(tmp_path, f"real{seed}", seed=seed, ua=50.0)
-        _run(tmp_path, f"fast{seed}", seed=seed, ua=0.0, choices={"debug": "fast"},
-             config={"train.epochs": 2, "reference.epochs": 1, "unlearner.epochs": 1})
+        _run(
+            tmp_path,
+            f"fast{seed}",
+            seed=seed,
+            ua=0.0,
+            choices={"debug": "fast"},
+            config={"train.epochs": 2, "reference.epochs": 1, "unlearner.epochs": 1},
+        )
     csv = pd.read_csv(report(tmp_path)["files"][1], keep_default_na=False)
     assert csv.set_index("debug")["UA_mean"].to_dict() == {"fast": 0.0, "null": 50.0}
     md = (tmp_path / "report.md").read_text()
@@ -153,11 +229,22 @@ def test_runs_on_other_devices_are_not_pooled(tmp_path):
 def test_hyperparameters_that_vary_split_a_method(tmp_path):
     for i, schedule in enumerate(["constant", "linear_decay"]):
         for seed in (0, 1):
-            _run(tmp_path, f"{i}{seed}", "l1_sparse", "dense", 0.0, seed, ua=5.0 + i,
-                 config={"unlearner.schedule": schedule})
+            _run(
+                tmp_path,
+                f"{i}{seed}",
+                "l1_sparse",
+                "dense",
+                0.0,
+                seed,
+                ua=5.0 + i,
+                config={"unlearner.schedule": schedule},
+            )
     report(tmp_path)
     csv = pd.read_csv(tmp_path / "report.csv")
-    assert sorted(csv["method"]) == ["l1_sparse (schedule=constant)", "l1_sparse (schedule=linear_decay)"]
+    assert sorted(csv["method"]) == [
+        "l1_sparse (schedule=constant)",
+        "l1_sparse (schedule=linear_decay)",
+    ]
     assert (csv["seeds"] == 2).all()
     assert "| l1_sparse (schedule=linear_decay) |" in (tmp_path / "report.md").read_text()
 
@@ -177,7 +264,9 @@ def test_unreadable_runs_are_listed_and_skipped(sweep):
     assert (done["runs"], done["failed"], done["unreadable"]) == (4, 1, 4)
     md = (sweep / "report.md").read_text()
     assert "## Unreadable runs (4)" in md and "| 01 | config.yaml:" in md
-    assert {u["run_dir"] for u in json.loads((sweep / "report.json").read_text())["unreadable"]} == problems.keys()
+    assert {
+        u["run_dir"] for u in json.loads((sweep / "report.json").read_text())["unreadable"]
+    } == problems.keys()
 
 
 def test_report_with_only_failures(tmp_path):
@@ -198,8 +287,14 @@ def test_damage_flags_are_counted(tmp_path):
 
 # -- plots ---------------------------------------------------------------------------------
 
+
 def _errorbar_ranges(ax) -> np.ndarray:
-    segments = [seg for c in ax.containers if isinstance(c, ErrorbarContainer) for seg in c.lines[2][0].get_segments()]
+    segments = [
+        seg
+        for c in ax.containers
+        if isinstance(c, ErrorbarContainer)
+        for seg in c.lines[2][0].get_segments()
+    ]
     return np.array([seg[:, 1] for seg in segments])
 
 
@@ -209,7 +304,9 @@ def test_categorical_comparisons_are_bars_with_retrain_as_reference(tmp_path):
     for seed in (0, 1):
         for unlearner, ua in (("retrain", 100.0), ("ft", 99.0 - 8 * seed), ("ga", 1.0 + 8 * seed)):
             for pruner, sparsity in (("dense", 0.0), ("omp", 95.0)):
-                _run(tmp_path, f"{unlearner}{pruner}{seed}", unlearner, pruner, sparsity, seed, ua=ua)
+                _run(
+                    tmp_path, f"{unlearner}{pruner}{seed}", unlearner, pruner, sparsity, seed, ua=ua
+                )
     summary = summarise(collect(tmp_path)[0])
     fig = figure(summary)
     axes = fig.axes
@@ -229,7 +326,15 @@ def test_lines_against_sparsity_keep_coinciding_series_visible(tmp_path):
     for seed in (0, 1):
         for unlearner in ("ft", "ga"):
             for sparsity in (0.0, 50.0, 90.0, 95.0):
-                _run(tmp_path, f"{unlearner}{sparsity:g}_{seed}", unlearner, "omp", sparsity, seed, ua=50.0)
+                _run(
+                    tmp_path,
+                    f"{unlearner}{sparsity:g}_{seed}",
+                    unlearner,
+                    "omp",
+                    sparsity,
+                    seed,
+                    ua=50.0,
+                )
     fig = figure(summarise(collect(tmp_path)[0]))
     ua = fig.axes[0]
     assert not [c for c in ua.containers if isinstance(c, BarContainer)]

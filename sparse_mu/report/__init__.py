@@ -24,12 +24,23 @@ from sparse_mu.report.plots import figure, plot
 from sparse_mu.report.runs import collect, summarise
 from sparse_mu.report.tables import markdown
 
-__all__ = ["SweepReport", "collect", "figure", "main", "markdown", "plot", "print_run", "report", "run_table",
-           "summarise"]
+__all__ = [
+    "SweepReport",
+    "collect",
+    "figure",
+    "main",
+    "markdown",
+    "plot",
+    "print_run",
+    "report",
+    "run_table",
+    "summarise",
+]
 
 
 def report(root: str | Path, out_dir: str | Path | None = None) -> dict:
-    """Write report.md, report.csv and plots for every run below `root`; returns what was written."""
+    """Write report.md, report.csv and plots for every run below `root`; returns what was
+    written."""
     root = Path(root)
     out_dir = Path(out_dir) if out_dir else root
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -43,7 +54,9 @@ def report(root: str | Path, out_dir: str | Path | None = None) -> dict:
     elif failed or unreadable:
         (out_dir / "report.md").write_text(markdown(None, failed, 0, unreadable))
         written["files"] = [out_dir / "report.md"]
-    write_json(out_dir / "report.json", {"runs": len(runs), "failed": failed, "unreadable": unreadable})
+    write_json(
+        out_dir / "report.json", {"runs": len(runs), "failed": failed, "unreadable": unreadable}
+    )
     return written
 
 
@@ -55,21 +68,30 @@ class SweepReport(Callback):
         root = Path(config.hydra.sweep.dir)
         done = report(root)
         console = Console()
-        console.print(f"sweep: {done['runs']} runs finished, {done['failed']} failed; report in {root / 'report.md'}")
+        console.print(
+            f"sweep: {done['runs']} runs finished, {done['failed']} failed; "
+            f"report in {root / 'report.md'}"
+        )
         if done["failed"]:
             raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sparse_mu.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sparse_mu.report", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("root", help="a sweep directory (or any folder with runs below it)")
     parser.add_argument("--out", help="where to write the report (default: ROOT)")
     args = parser.parse_args(argv)
     done = report(args.root, args.out)
     console = Console()
-    console.print(f"{done['runs']} runs finished, {done['failed']} failed, {done['unreadable']} unreadable")
+    console.print(
+        f"{done['runs']} runs finished, {done['failed']} failed, {done['unreadable']} unreadable"
+    )
     for path in done["files"]:
         console.print(f"  wrote {path}")
     if done["failed"] or done["unreadable"]:
-        console.print(f"[red]failed and unreadable runs are listed in "
-                      f"{Path(args.out or args.root) / 'report.md'}[/red]")
+        console.print(
+            f"[red]failed and unreadable runs are listed in "
+            f"{Path(args.out or args.root) / 'report.md'}[/red]"
+        )

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text (searchable, editable)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 STYLES = ("-", "-.", ":", (0, (5, 1)))
-REFERENCE = {"color": "black", "linestyle": "--", "linewidth": 1.4}
+REFERENCE = {"color": "black", "linestyle": "--", "linewidth": 1.4, "zorder": 3}
 BEFORE = {"color": "tab:gray", "linestyle": ":", "linewidth": 1.4}
 # Three or more sparsities in a setting: lines against sparsity; fewer: bars.
 LINE_MIN_SPARSITIES = 3
@@ -40,7 +40,9 @@ LINE_MIN_SPARSITIES = 3
 def _yerr(mean: pd.Series, std: pd.Series) -> np.ndarray:
     """std below and above the mean, clipped to the 0-100 range of a percentage."""
     mean, std = mean.to_numpy(float), std.fillna(0).to_numpy(float)
-    return np.vstack([np.clip(np.minimum(std, mean), 0, None), np.clip(np.minimum(std, 100 - mean), 0, None)])
+    return np.vstack(
+        [np.clip(np.minimum(std, mean), 0, None), np.clip(np.minimum(std, 100 - mean), 0, None)]
+    )
 
 
 def _reference(block: pd.DataFrame, metric: str, by: str) -> pd.DataFrame | None:
@@ -50,7 +52,11 @@ def _reference(block: pd.DataFrame, metric: str, by: str) -> pd.DataFrame | None
     if cols[0] in block and block[cols[0]].notna().any():
         ref = block.groupby(by)[cols].first()
     elif (block["method"] == "retrain").any():
-        ref = block[block["method"] == "retrain"].groupby(by)[[f"{metric}_mean", f"{metric}_std"]].first()
+        ref = (
+            block[block["method"] == "retrain"]
+            .groupby(by)[[f"{metric}_mean", f"{metric}_std"]]
+            .first()
+        )
     else:
         return None
     ref.columns = ["mean", "std"]
@@ -74,15 +80,29 @@ def _bars(ax, block: pd.DataFrame, metric: str, series: list[str], colors: dict)
         mean, std = rows[f"{metric}_mean"], rows[f"{metric}_std"]
         pos = x + (j - (len(series) - 1) / 2) * width
         ax.bar(pos, mean.fillna(0), width * 0.9, color=colors[method], label=method)
-        ax.errorbar(pos, mean, yerr=_yerr(mean, std), fmt=".", color="black", markersize=5,
-                    elinewidth=0.8, capsize=2)
+        ax.errorbar(
+            pos,
+            mean,
+            yerr=_yerr(mean, std),
+            fmt=".",
+            color="black",
+            markersize=5,
+            elinewidth=0.8,
+            capsize=2,
+        )
     ref = _reference(block, metric, "variant")
     if ref is not None:
         ref = ref.reindex(order)
         ax.hlines(ref["mean"], x - 0.45, x + 0.45, label="Retrain (reference)", **REFERENCE)
         for xi, (mean, std) in zip(x, ref[["mean", "std"]].fillna(0).to_numpy(), strict=True):
-            ax.fill_between([xi - 0.45, xi + 0.45], max(mean - std, 0), min(mean + std, 100),
-                            color="black", alpha=0.12, linewidth=0)
+            ax.fill_between(
+                [xi - 0.45, xi + 0.45],
+                max(mean - std, 0),
+                min(mean + std, 100),
+                color="black",
+                alpha=0.12,
+                linewidth=0,
+            )
     before = _before(block, metric, "variant")
     if before is not None:
         ax.hlines(before.reindex(order), x - 0.45, x + 0.45, label="before unlearning", **BEFORE)
@@ -92,30 +112,60 @@ def _bars(ax, block: pd.DataFrame, metric: str, series: list[str], colors: dict)
 def _lines(ax, block: pd.DataFrame, metric: str, series: list[str], colors: dict) -> None:
     pruners = block.loc[block["pruner"] != "dense", "pruner"].unique()
     by = ["method", "pruner"] if len(pruners) > 1 else ["method"]
-    lines = [(key, line) for key, line in block[block["method"].isin(series)].groupby(by, sort=False)]
+    lines = [
+        (key, line) for key, line in block[block["method"].isin(series)].groupby(by, sort=False)
+    ]
     lines.sort(key=lambda kv: series.index(kv[0][0]))
     span = np.ptp(block["target_sparsity"]) or 1.0
     for j, (key, line) in enumerate(lines):
         line = line.sort_values("target_sparsity")
-        offset = (j - (len(lines) - 1) / 2) * 0.012 * span
+        offset = (j - (len(lines) - 1) / 2) * 0.02 * span
         mean, std = line[f"{metric}_mean"], line[f"{metric}_std"]
-        ax.errorbar(line["target_sparsity"] + offset, mean, yerr=_yerr(mean, std), capsize=2,
-                    marker=MARKERS[j % len(MARKERS)], linestyle=STYLES[j % len(STYLES)], markersize=5,
-                    color=colors[key[0]] if len(by) == 1 else f"C{j % 10}",
-                    label=key[0] if len(by) == 1 else f"{key[0]} ({key[1]})")
-    for k, (pruner, part) in enumerate(block.groupby("pruner") if len(by) > 1 else [("", block)]):
-        ref = _reference(part, metric, "target_sparsity")
+        ax.errorbar(
+            line["target_sparsity"] + offset,
+            mean,
+            yerr=_yerr(mean, std),
+            capsize=2,
+            marker=MARKERS[j % len(MARKERS)],
+            linestyle=STYLES[j % len(STYLES)],
+            markersize=5,
+            color=colors[key[0]] if len(by) == 1 else f"C{j % 10}",
+            label=key[0] if len(by) == 1 else f"{key[0]} ({key[1]})",
+        )
+    parts = list(block.groupby("pruner")) if len(by) > 1 else [("", block)]
+    refs = [(pruner, _reference(part, metric, "target_sparsity")) for pruner, part in parts]
+    if len(refs) > 1 and all(r is not None and r.equals(refs[0][1]) for _, r in refs):
+        refs = [("", refs[0][1])]  # one reference for all pruners
+    for k, (pruner, ref) in enumerate(refs):
         if ref is None:
             continue
         name = f"Retrain (reference, {pruner})" if pruner else "Retrain (reference)"
-        ax.plot(ref.index, ref["mean"], marker="x+1234"[k % 6] if pruner else None, label=name, **REFERENCE)
+        ax.plot(
+            ref.index,
+            ref["mean"],
+            marker="x+1234"[k % 6] if pruner else None,
+            label=name,
+            **REFERENCE,
+        )
         std = ref["std"].fillna(0)
-        ax.fill_between(ref.index, (ref["mean"] - std).clip(0, 100), (ref["mean"] + std).clip(0, 100),
-                        color="black", alpha=0.1, linewidth=0)
+        ax.fill_between(
+            ref.index,
+            (ref["mean"] - std).clip(0, 100),
+            (ref["mean"] + std).clip(0, 100),
+            color="black",
+            alpha=0.1,
+            linewidth=0,
+        )
+    for pruner, part in parts:
         before = _before(part, metric, "target_sparsity")
         if before is not None:
-            ax.plot(before.index, before.values, marker="x",
-                    label=f"before unlearning ({pruner})" if pruner else "before unlearning", **BEFORE)
+            ax.plot(
+                before.index,
+                before.values,
+                marker="x",
+                label=f"before unlearning ({pruner})" if pruner else "before unlearning",
+                **BEFORE,
+            )
     ax.set_xlabel("sparsity (%)")
 
 
@@ -126,20 +176,29 @@ def figure(block: pd.DataFrame) -> plt.Figure:
     series = [m for m in methods(block) if not (has_reference and m == "retrain")]
     colors = {m: f"C{j % 10}" for j, m in enumerate(series)}
     as_lines = block["target_sparsity"].nunique() >= LINE_MIN_SPARSITIES
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.4 * len(metrics), 3.6), squeeze=False, layout="constrained"
+    )
     for ax, metric in zip(axes[0], metrics, strict=True):
         (_lines if as_lines else _bars)(ax, block, metric, series, colors)
         ax.set_title(LABELS.get(metric, metric) + " (%)")
-        ax.set_ylim(-3, 103)
+        # bars start at 0 (their length is the value); lines zoom in, within the 0-100 range
+        low, high = ax.get_ylim() if as_lines else (-3, 103)
+        ax.set_ylim(max(low, -3), min(high, 103 if not as_lines else 101.5))
         ax.grid(alpha=0.3, axis="y" if not as_lines else "both")
     handles = {}
     for ax in axes[0]:
         for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(name, handle)
     names = sorted(handles, key=lambda name: not name.startswith(tuple(series)))  # methods first
-    fig.legend([handles[n] for n in names], names, loc="outside lower center",
-               ncols=min(len(names), 5), fontsize=8, frameon=False)
+    fig.legend(
+        [handles[n] for n in names],
+        names,
+        loc="outside lower center",
+        ncols=len(names) if len(names) <= 6 else -(-len(names) // 2),
+        fontsize=8,
+        frameon=False,
+    )
     return fig
 
 

@@ -22,16 +22,21 @@ from sparse_mu.report.columns import FLAG
 # only in these pool. Everything else in config.yaml (data paths included: dataset.path names
 # the data) splits rows. Patterns over the dotted config keys and the Hydra group choices.
 OPERATIONAL = (
-    "paths.*",                         # where data, cache and outputs live
-    "logger.*", "logger",              # CSV / W&B logging
-    "callbacks.progress.*",            # the console progress bar or log lines
-    "hydra", "hydra.*", "hydra/*",     # Hydra's own settings: launcher, output dirs, logging
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-    "trainer.enable_checkpointing",    # Lightning's own checkpoints (resume uses ours)
-    "checkpoint_every",                # resumable checkpoints: a resumed run has identical metrics
-    "gpu_per_job",                     # which GPU a job takes, not what it computes
-    "*workers",                        # data-loading processes
-    "*.download",                      # fetching a data set
+    "paths.*",  # where data, cache and outputs live
+    "logger.*",
+    "logger",  # CSV / W&B logging
+    "callbacks.progress.*",  # the console progress bar or log lines
+    "hydra",
+    "hydra.*",
+    "hydra/*",  # Hydra's own settings: launcher, output dirs, logging
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.enable_checkpointing",  # Lightning's own checkpoints (resume uses ours)
+    "checkpoint_every",  # resumable checkpoints: a resumed run has identical metrics
+    "gpu_per_job",  # which GPU a job takes, not what it computes
+    "*workers",  # data-loading processes
+    "*.download",  # fetching a data set
 )
 # The seed(s): never part of a row's identity. A config value equal to the seed in every run
 # (forget.seed = ${seed}) is derived from it and is dropped too.
@@ -65,7 +70,8 @@ def _load(path: Path, parse) -> dict:
 
 
 def _choices(run_dir: Path) -> dict:
-    """Hydra's group choices of the run ({} outside Hydra or when unreadable: they only name rows)."""
+    """Hydra's group choices of the run ({} outside Hydra or when unreadable: they only name
+    rows)."""
     try:
         hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
         return dict(hydra["hydra"]["runtime"]["choices"])
@@ -118,10 +124,19 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     failed = []
     for path in sorted(root.rglob("FAILED")):
         if not (path.parent / "metrics.json").exists():
-            lines = [ln for ln in path.read_text(errors="replace").strip().splitlines() if ln.strip()]
+            lines = [
+                ln for ln in path.read_text(errors="replace").strip().splitlines() if ln.strip()
+            ]
             overrides = path.parent / ".hydra" / "overrides.yaml"
-            failed.append({"run_dir": str(path.parent.relative_to(root)), "error": lines[-1] if lines else "",
-                           "overrides": overrides.read_text(errors="replace").strip() if overrides.exists() else ""})
+            failed.append(
+                {
+                    "run_dir": str(path.parent.relative_to(root)),
+                    "error": lines[-1] if lines else "",
+                    "overrides": overrides.read_text(errors="replace").strip()
+                    if overrides.exists()
+                    else "",
+                }
+            )
     if not rows:
         return pd.DataFrame(), failed, unreadable
     runs = pd.DataFrame(rows)
@@ -166,7 +181,7 @@ def shown(runs: pd.DataFrame) -> list[str]:
             continue
         if not _determined(runs, column, kept):
             kept.append(column)
-    return kept[len(base):]
+    return kept[len(base) :]
 
 
 def _name(column: str) -> str:
@@ -178,8 +193,12 @@ def _label(runs: pd.DataFrame, within: list[str], columns: list[str], strip: str
     if not columns:
         return pd.Series("", index=runs.index)
     varies = runs.groupby(within, dropna=False)[columns].transform("nunique") > 1
-    parts = pd.DataFrame({c: (_name(c).removeprefix(strip) + "=" + runs[c].astype(str)).where(varies[c])
-                          for c in columns})
+    parts = pd.DataFrame(
+        {
+            c: (_name(c).removeprefix(strip) + "=" + runs[c].astype(str)).where(varies[c])
+            for c in columns
+        }
+    )
     return parts.apply(lambda r: ", ".join(r.dropna()), axis=1)
 
 
@@ -201,8 +220,10 @@ def label(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
     runs = runs.assign(
         method=join(runs["unlearner"].astype(str), _label(runs, ["unlearner"], unl, "unlearner.")),
-        variant=join(_variant(runs["pruner"].astype(str), runs["target_sparsity"]),
-                     _label(runs, ["pruner"], prn, "pruner.")),
+        variant=join(
+            _variant(runs["pruner"].astype(str), runs["target_sparsity"]),
+            _label(runs, ["pruner"], prn, "pruner."),
+        ),
         setting=_label(runs, ["dataset", "arch", "forget"], rest),
     )
     return runs, keys
@@ -212,8 +233,18 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of every numeric metric, one row per experiment (every identity
     column, under its config name: `forget.fraction`), `seeds` = runs pooled."""
     runs, keys = label(runs)
-    by = ["dataset", "arch", "forget", "setting", "method", "pruner", "target_sparsity", "variant",
-          "unlearner", *keys]
+    by = [
+        "dataset",
+        "arch",
+        "forget",
+        "setting",
+        "method",
+        "pruner",
+        "target_sparsity",
+        "variant",
+        "unlearner",
+        *keys,
+    ]
     skip = {*by, "seed", "class_idx"}
     numeric = [c for c in runs.select_dtypes("number").columns if c not in skip]
     grouped = runs.groupby(by, dropna=False, sort=True)

@@ -41,42 +41,71 @@ def title(key: tuple) -> str:
 
 def _table(block: pd.DataFrame) -> list[str]:
     order = variants(block)
-    metrics = [m for m in TABLE_METRICS if f"{m}_mean" in block and block[f"{m}_mean"].notna().any()]
+    metrics = [
+        m for m in TABLE_METRICS if f"{m}_mean" in block and block[f"{m}_mean"].notna().any()
+    ]
     metrics += [FLAG] if FLAG in block else []
     cells = block.set_index(["method", "variant"])
     header = ["method"] + [f"{LABELS.get(m, m)} {v}" for m in metrics for v in order]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods(block):
-        row = [method] + [_cell(cells.loc[(method, v)], m) if (method, v) in cells.index else ""
-                          for m in metrics for v in order]
+        row = [method] + [
+            _cell(cells.loc[(method, v)], m) if (method, v) in cells.index else ""
+            for m in metrics
+            for v in order
+        ]
         out.append("| " + " | ".join(row) + " |")
-    shown = [k for k in ("original.RA", "original.TA", "original.SA", "original.ASR")
-             if f"{k}_mean" in block and block[f"{k}_mean"].notna().any()]
+    shown = [
+        k
+        for k in ("original.RA", "original.TA", "original.SA", "original.ASR")
+        if f"{k}_mean" in block and block[f"{k}_mean"].notna().any()
+    ]
     if shown:
         originals = block.groupby("variant")[[f"{k}_mean" for k in shown]].first().reindex(order)
-        notes = ", ".join(f"{v}: " + ", ".join(f"{k.split('.')[1]} {r[f'{k}_mean']:.2f}" for k in shown)
-                          for v, r in originals.iterrows())
+        notes = ", ".join(
+            f"{v}: " + ", ".join(f"{k.split('.')[1]} {r[f'{k}_mean']:.2f}" for k in shown)
+            for v, r in originals.iterrows()
+        )
         out += ["", f"Original model before unlearning: {notes}."]
     return out
 
 
-def markdown(summary: pd.DataFrame | None, failed: list[dict], n_runs: int,
-             unreadable: list[dict] = ()) -> str:
+def markdown(
+    summary: pd.DataFrame | None, failed: list[dict], n_runs: int, unreadable: list[dict] = ()
+) -> str:
     """A table per setting, methods as rows, each metric split into the pruning variants; cells
     are mean ± std over seeds (gap to Retrain). Failed and unreadable runs are listed."""
-    out = ["# Results", "", f"{n_runs} runs. Cells: mean ± std over seeds (gap to Retrain); "
-           "Disparity Avg = mean |gap| over UA, MIA-Efficacy, RA, TA (lower is closer to Retrain). "
-           "Runs are pooled only when nothing but the seed differs.", ""]
+    out = [
+        "# Results",
+        "",
+        f"{n_runs} runs. Cells: mean ± std over seeds (gap to Retrain); "
+        "Disparity Avg = mean |gap| over UA, MIA-Efficacy, RA, TA (lower is closer to Retrain). "
+        "Runs are pooled only when nothing but the seed differs.",
+        "",
+    ]
     if summary is not None:
         for key, block in summary.groupby(BLOCK, sort=True):
             out += [f"## {title(key)}", "", *_table(block), ""]
     if failed:
-        out += [f"## Failed runs ({len(failed)})", "", "| run | overrides | error |", "|---|---|---|"]
-        out += [f"| {f['run_dir']} | {' '.join(f['overrides'].replace('- ', '').split())} | {f['error']} |"
-                for f in failed]
+        out += [
+            f"## Failed runs ({len(failed)})",
+            "",
+            "| run | overrides | error |",
+            "|---|---|---|",
+        ]
+        out += [
+            f"| {f['run_dir']} | {' '.join(f['overrides'].replace('- ', '').split())} "
+            f"| {f['error']} |"
+            for f in failed
+        ]
         out.append("")
     if unreadable:
-        out += [f"## Unreadable runs ({len(unreadable)}), not in the tables", "", "| run | problem |", "|---|---|"]
+        out += [
+            f"## Unreadable runs ({len(unreadable)}), not in the tables",
+            "",
+            "| run | problem |",
+            "|---|---|",
+        ]
         out += [f"| {u['run_dir']} | {u['error']} |" for u in unreadable]
         out.append("")
     return "\n".join(out)
