@@ -214,7 +214,7 @@ def test_debug_runs_are_not_pooled_with_real_ones(tmp_path):
 def test_a_choice_that_changes_no_value_does_not_split(tmp_path):
     for seed in (0, 1):
         _run(tmp_path, f"a{seed}", seed=seed, choices={"experiment": "a"})
-        _run(tmp_path, f"b{seed}", seed=seed, choices={"experiment": "b"})
+        _run(tmp_path, f"b{seed}", seed=seed + 2, choices={"experiment": "b"})
     csv = pd.read_csv(report(tmp_path)["files"][1])
     assert csv["seeds"].tolist() == [4] and "experiment" not in csv
 
@@ -249,21 +249,44 @@ def test_hyperparameters_that_vary_split_a_method(tmp_path):
     assert "| l1_sparse (schedule=linear_decay) |" in (tmp_path / "report.md").read_text()
 
 
+def test_a_job_run_twice_counts_once(tmp_path):
+    for sweep in ("a", "b"):  # the same two jobs (seeds 0, 1) in two sweeps
+        for seed in (0, 1):
+            _run(tmp_path / sweep, str(seed), seed=seed, ua=10.0 * seed)
+    csv = pd.read_csv(report(tmp_path)["files"][1])
+    assert csv[["seeds", "repeats"]].values.tolist() == [[2, 2]]
+    assert csv["UA_std"].item() == pytest.approx(np.std([0.0, 10.0], ddof=1), abs=1e-4)
+    assert "2 runs repeat an experiment and seed" in (tmp_path / "report.md").read_text()
+
+
+def test_pruner_settings_that_vary_split_a_variant(tmp_path):
+    for layerwise in (False, True):
+        for seed in (0, 1):
+            _run(tmp_path, f"{layerwise}{seed}", seed=seed, config={"pruner.layerwise": layerwise})
+    csv = pd.read_csv(report(tmp_path)["files"][1])
+    assert sorted(csv["variant"]) == ["omp 95% (layerwise=false)", "omp 95% (layerwise=true)"]
+    assert (csv["seeds"] == 2).all()
+
+
 def test_unreadable_runs_are_listed_and_skipped(sweep):
     (sweep / "00" / "metrics.json").write_text('{"UA": 10.0, "RA"')  # truncated
     (sweep / "01" / "config.yaml").write_text("a: [b\n")  # garbage
     (sweep / "10" / "metrics.json").write_bytes(b"\xff\xfe\x00garbage")
     (sweep / "11" / "metrics.json").write_text('{"UA": 10.0}')  # valid JSON, not a run's record
+    (sweep / "20" / "config.yaml").unlink()
     runs, failed, unreadable = collect(sweep)
-    assert len(runs) == 4 and [f["run_dir"] for f in failed] == ["99"]
+    assert len(runs) == 3 and [f["run_dir"] for f in failed] == ["99"]
     problems = {u["run_dir"]: u["error"] for u in unreadable}
-    assert problems.keys() == {"00", "01", "10", "11"}
+    assert (
+        problems.keys() == {"00", "01", "10", "11", "20"}
+        and problems["20"] == "config.yaml missing"
+    )
     assert problems["00"].startswith("metrics.json: JSONDecodeError")
     assert problems["01"].startswith("config.yaml:") and "no dataset" in problems["11"]
     done = report(sweep)
-    assert (done["runs"], done["failed"], done["unreadable"]) == (4, 1, 4)
+    assert (done["runs"], done["failed"], done["unreadable"]) == (3, 1, 5)
     md = (sweep / "report.md").read_text()
-    assert "## Unreadable runs (4)" in md and "| 01 | config.yaml:" in md
+    assert "## Unreadable runs (5)" in md and "| 01 | config.yaml:" in md
     assert {
         u["run_dir"] for u in json.loads((sweep / "report.json").read_text())["unreadable"]
     } == problems.keys()

@@ -231,7 +231,9 @@ def label(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of every numeric metric, one row per experiment (every identity
-    column, under its config name: `forget.fraction`), `seeds` = runs pooled."""
+    column, under its config name: `forget.fraction`), `seeds` = runs pooled. A run that repeats
+    an experiment and seed already seen (the same job run twice) is not a new sample: the last
+    one by folder is kept and `repeats` counts the others."""
     runs, keys = label(runs)
     by = [
         "dataset",
@@ -245,12 +247,16 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         "unlearner",
         *keys,
     ]
+    repeat = runs.duplicated([*by, "seed"], keep="last")
+    repeats = runs[repeat].groupby(by, dropna=False).size()
+    runs = runs[~repeat]
     skip = {*by, "seed", "class_idx"}
     numeric = [c for c in runs.select_dtypes("number").columns if c not in skip]
     grouped = runs.groupby(by, dropna=False, sort=True)
     out = grouped[numeric].agg(["mean", "std"])
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out["seeds"] = grouped.size()
+    out["repeats"] = repeats.reindex(out.index, fill_value=0)
     if FLAG in runs:
         out[FLAG] = grouped[FLAG].sum().astype(int)
     return out.reset_index().rename(columns={c: _name(c) for c in keys})

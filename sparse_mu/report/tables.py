@@ -67,6 +67,12 @@ def _table(block: pd.DataFrame) -> list[str]:
             for v, r in originals.iterrows()
         )
         out += ["", f"Original model before unlearning: {notes}."]
+    if repeats := int(block["repeats"].sum()):
+        out += [
+            "",
+            f"{repeats} runs repeat an experiment and seed of this table (the same job "
+            "run again); each counts once (the last by folder).",
+        ]
     return out
 
 
