@@ -42,14 +42,14 @@ def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, b
     f_rows, r_rows = row[forget.forget], row[forget.retain]
     forget_out = (train_p[f_rows], train_y[f_rows])
     retain_out = (train_p[r_rows], train_y[r_rows])
-    keep = ~forget.forgotten(test_y)
+    keep = ~forget.forgotten_test(data)
     test_out = (test_p[keep], test_y[keep])
     m = {
         "UA": 100.0 - accuracy(*forget_out),
         "RA": accuracy(*retain_out),
         "TA": accuracy(*test_out),
     }
-    if forget.classes:
+    if forget.classes or forget.fine_class is not None:
         m["TA_forgotten_class"] = accuracy(test_p[~keep], test_y[~keep])
     if forget.backdoor is not None:
         triggered = forget.backdoor.triggered_test(data)
