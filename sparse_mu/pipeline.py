@@ -67,6 +67,7 @@ from sparse_mu.pruning import (
 )
 from sparse_mu.transfer import LinearProbe, adapt, feature_extractor, features
 from sparse_mu.unlearn import Unlearner, UnlearnTask
+from sparse_mu.validation import validate
 
 log = logging.getLogger("sparse_mu")
 
@@ -192,7 +193,7 @@ class Job:
                      seed=self.seed, **extra)
 
     def unlearner(self, node: DictConfig, net: nn.Module, task: UnlearnTask) -> Unlearner:
-        return build(node, net=net, task=task, seed=self.seed)
+        return build(node, net=net, task=task, seed=self.seed, node=node._key())  # messages name the node
 
     def outputs(self, net: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax outputs and labels of `net` on `indices`, eval transforms."""
@@ -232,6 +233,7 @@ def resolve_speed_settings(cfg: DictConfig, device: torch.device) -> None:
 
 def setup(cfg: DictConfig, out_dir: Path) -> Job:
     """Instantiate and check every component before any training: bad input fails here."""
+    validate(cfg)  # every setting's type, and unknown keys (sparse_mu.validation)
     L.seed_everything(int(cfg.seed), verbose=False)
     device = pick_device(cfg)
     resolve_speed_settings(cfg, device)
