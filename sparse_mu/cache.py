@@ -21,6 +21,7 @@ nothing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -68,7 +69,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise
-        raise OSError(f"cannot write ({str(e).splitlines()[0]})", str(path)) from e
+        raise OSError(errno.EIO, f"cannot write ({str(e).splitlines()[0]})", str(path)) from e
 
 
 def write_json(path: Path, obj: object) -> None:

@@ -42,6 +42,7 @@ from sparse_mu.callbacks import LastCheckpoint, MaskEnforcer, StageTimer
 from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, Diverged, check
+from sparse_mu.failures import save_results
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
@@ -609,7 +610,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
             metrics |= unpruned
         metrics["wall_s"] = round(time.time() - start, 3)
         if rank0:
-            write_json(out_dir / "metrics.json", metrics)
+            save_results(out_dir / "metrics.json", metrics)  # never lost: a temp file if this fails
     finally:
         finish_loggers(loggers, metrics, "success" if metrics else "failed")
     return metrics

@@ -200,12 +200,14 @@ def describe(hint: Any) -> str:
         ranges = " and ".join(a.text() for a in args[1:] if isinstance(a, Range))
         return f"{describe(args[0])} {ranges}".strip()
     if origin in (Union, types.UnionType):
-        literals = list(dict.fromkeys(str(v) for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)))
-        rest = [a for a in args if typing.get_origin(a) is not Literal]
-        words = list(dict.fromkeys([describe(Literal[tuple(literals)])] * bool(literals) + [describe(a) for a in rest]))
+        if any(typing.get_origin(a) is Literal for a in args):  # "one of auto, true, false"
+            spelled = {bool: (True, False), type(None): (None,)}
+            args = (Literal[tuple(v for a in args for v in typing.get_args(a) or spelled.get(a, ()))],
+                    *(a for a in args if typing.get_origin(a) is not Literal and a not in spelled))
+        words = list(dict.fromkeys(describe(a) for a in args))
         return " or ".join([w for w in words if w != "null"] + ["null"] * ("null" in words))
     if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in args)
+        return "one of " + ", ".join(dict.fromkeys(_word(a) for a in args))
     if origin in (list, tuple, cabc.Sequence) or hint in (list, tuple):
         return f"a list of {_plural(describe(args[0]))}" if args and args[0] is not Ellipsis else "a list"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null",
@@ -215,6 +217,11 @@ def describe(hint: Any) -> str:
     if origin is dict or dataclasses.is_dataclass(hint):
         return "a mapping"
     return getattr(hint, "__name__", str(hint))
+
+
+def _word(value: Any) -> str:
+    """A value as YAML spells it."""
+    return ("true" if value else "false") if isinstance(value, bool) else "null" if value is None else str(value)
 
 
 def _plural(word: str) -> str:

@@ -187,13 +187,13 @@ def _check_classes(y_train: torch.Tensor, y_test: torch.Tensor | None, n_classes
     """Labels must be 0..K-1 with every class in the training set, and the test labels among them:
     a gap would silently add a class no model ever sees."""
     present = set(y_train.unique().tolist())
+    if y_test is not None:
+        unseen = sorted(set(y_test.unique().tolist()) - present)
+        if unseen:
+            raise ConfigError(f"dataset.path={path!r}: every y_test label must occur in y_train; "
+                              f"test labels absent from training: {unseen[:10]}")
     absent = sorted(set(range(n_classes)) - present)
     beyond = sorted(c for c in present if c >= n_classes)
     if absent or beyond:
         raise ConfigError(f"dataset.path={path!r}: y_train must hold every label 0..{n_classes - 1} ({n_classes} classes); "
                           f"labels without a training sample: {absent[:10]}" + (f", beyond the classes: {beyond[:10]}" if beyond else ""))
-    if y_test is not None:
-        unseen = sorted(set(y_test.unique().tolist()) - present)
-        if unseen:
-            raise ConfigError(f"dataset.path={path!r}: y_test must use labels of y_train (0..{n_classes - 1}); "
-                              f"test labels absent from training: {unseen[:10]}")
