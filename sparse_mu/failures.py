@@ -11,10 +11,14 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from sparse_mu.cache import write_json
 from sparse_mu.errors import ConfigError
@@ -71,3 +75,34 @@ def save_results(path: Path, metrics: dict) -> Path:
         log.error("metrics: %s", json.dumps(metrics, default=str))
         where = "printed in the log above (the line starting with 'metrics:')"
     raise OSError(fault.errno, f"{fault.strerror or fault}; the finished run's metrics are {where}", str(path)) from fault
+
+
+def writable(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (None if they can), trying it in the nearest
+    existing folder above it so nothing is left behind."""
+    parent = folder.expanduser().absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        tempfile.TemporaryDirectory(dir=parent).cleanup()
+    except OSError as e:
+        return f"{parent}: {e.strerror or e}"
+    return None
+
+
+class CheckOutputDir(Callback):
+    """A Hydra callback: a run or sweep directory that cannot be created is one line and exit 1,
+    before Hydra fails on it with a traceback."""
+
+    def _check(self, folder: str, setting: str) -> None:
+        problem = writable(Path(folder))
+        if problem:
+            print(f"error: cannot create the output directory {folder} ({problem}); set {setting} "
+                  "or paths.output_dir to a writable folder", file=sys.stderr)
+            sys.exit(1)
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
