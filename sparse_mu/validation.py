@@ -288,7 +288,8 @@ def _check_node(node: DictConfig, path: str, params: dict[str, Any], open_kw: bo
         if not conforms(value, hint) and value not in EXTRA_ALLOWED.get(full, ()):
             source = _source(node, key, full)
             via = f" (used as {full})" if source != full else ""
-            raise ConfigError(f"{source}{via} must be {describe(hint)}; got {value!r}")
+            extra = "".join(f" or {_word(v)}" for v in EXTRA_ALLOWED.get(full, ()))
+            raise ConfigError(f"{source}{via} must be {describe(hint)}{extra}; got {value!r}")
 
 
 def _dataclass_params(cls: type) -> dict[str, Any]:
