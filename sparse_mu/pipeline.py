@@ -273,6 +273,64 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     return job
 
 
+# -- cache keys: what each stage computes from -------------------------------------------------
+# Pure functions of the job (tests/test_cache_keys.py): every setting that changes what a stage
+# computes is in its key, directly or through the key of the stage it starts from; the
+# `_OPERATIONAL` settings, `fast.*`, loggers, callbacks and paths are in none.
+
+def forget_key(forget: ForgetSet) -> str:
+    return stable_hash(forget.to_json())
+
+
+def eval_key(job: Job) -> dict:
+    return {"eval": _plain(job.cfg.eval), "forget": forget_key(job.forget), "seed": job.seed}
+
+
+def trainer_key(job: Job) -> dict:
+    return _without(job.cfg.trainer, "trainer")
+
+
+def base_inputs(job: Job, retain: bool = False) -> dict:
+    """The base stage's key: the data, the architecture, the seed and, when the dense model is
+    trained, the training profile and the trainer (D_r instead of D if `retain`)."""
+    data_key = {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
+    inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "seed": job.seed}
+    if job.pruner.needs_trained_base:
+        inputs |= {"train": _plain(job.cfg.train), "trainer": trainer_key(job)}
+    else:
+        inputs["init_only"] = True
+    if retain:
+        inputs["retain_of"] = forget_key(job.forget)
+    return inputs
+
+
+def prune_inputs(job: Job, base_key: str, retain: bool = False, epochs: int | None = None) -> dict:
+    """The prune stage's key: the base model's, the pruner's settings and the retraining's."""
+    inputs = {"base": base_key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train),
+              **job.pruner.inputs()}
+    if not job.pruner.needs_trained_base:
+        # an init-only base key holds no trainer settings, yet the retraining runs under them
+        inputs["trainer"] = trainer_key(job)
+    if retain:
+        inputs["retain_of"] = forget_key(job.forget)
+    if epochs is not None:
+        inputs["epochs"] = epochs
+    return inputs
+
+
+def original_inputs(job: Job, pruned_key: str) -> dict:
+    return {"pruned": pruned_key, **eval_key(job)}
+
+
+def reference_inputs(job: Job, pruned_key: str) -> dict:
+    return {"pruned": pruned_key, "reference": _plain(job.cfg.reference), "trainer": trainer_key(job), **eval_key(job)}
+
+
+def unlearn_inputs(job: Job, pruned_key: str) -> dict:
+    """The unlearning run's checkpoint folder (a scratch key: the run itself is never cached)."""
+    return {"pruned": pruned_key, "unlearner": _plain(job.cfg.unlearner), "trainer": trainer_key(job), **eval_key(job)}
+
+
 # -- stages ----------------------------------------------------------------------------------
 
 def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
@@ -282,14 +340,7 @@ def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
     imported checkpoint) get an artifact with the initial weights alone: no training.
     """
     trained = job.pruner.needs_trained_base
-    data_key = {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
-    inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "seed": job.seed}
-    if trained:
-        inputs |= {"train": _plain(job.cfg.train), "trainer": _without(job.cfg.trainer, "trainer")}
-    else:
-        inputs["init_only"] = True
-    if retain:
-        inputs["retain_of"] = forget_key(job.forget)
+    inputs = base_inputs(job, retain)
 
     def make(work: Path, ckpt: Path) -> dict:
         L.seed_everything(job.seed, verbose=False)
@@ -318,12 +369,7 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
     """
     if isinstance(job.pruner, Dense):
         return None, base.final, None
-    inputs = {"base": base_art.key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train),
-              **job.pruner.inputs()}
-    if retain:
-        inputs["retain_of"] = forget_key(job.forget)
-    if epochs is not None:
-        inputs["epochs"] = epochs
+    inputs = prune_inputs(job, base_art.key, retain, epochs)
 
     def make(work: Path, ckpt: Path) -> dict:
         rounds: list[float] = []
@@ -343,7 +389,9 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
             save_tensors(state, done)
             return state
 
-        state, mask = job.pruner.prune(job.make_net(), base, train)
+        # pruners that score a few training samples (SNIP, GraSP) see D, or D_r when un-pruning
+        extra = {"data": (job.data, job.forget.retain if retain else job.data.train)} if job.pruner.needs_data else {}
+        state, mask = job.pruner.prune(job.make_net(), base, train, **extra)
         for done in work.glob("round*.pt"):
             done.unlink()
         save_tensors(state, work / "model.pt")
@@ -356,20 +404,12 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
     return art, load_tensors(art.file("model.pt")), Mask.load(art.file("mask.pt"))
 
 
-def forget_key(forget: ForgetSet) -> str:
-    return stable_hash(forget.to_json())
-
-
-def eval_key(job: Job) -> dict:
-    return {"eval": _plain(job.cfg.eval), "forget": forget_key(job.forget), "seed": job.seed}
-
-
 def original_stage(job: Job, pruned_key: str, state: State) -> dict:
     """Metrics of the model before unlearning (cached: the MIA fits are not free)."""
     def make(work: Path, ckpt: Path) -> dict:
         return {"metrics": job.metrics(job.net_with(state))}
 
-    return job.cache.get_or_build("original", {"pruned": pruned_key, **eval_key(job)}, make).meta["metrics"]
+    return job.cache.get_or_build("original", original_inputs(job, pruned_key), make).meta["metrics"]
 
 
 def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
@@ -384,8 +424,7 @@ def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: B
 
 def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights) -> Artifact:
     """Retrain on D_r with the same model, mask, forget set and seed (cached)."""
-    inputs = {"pruned": pruned_key, "reference": _plain(job.cfg.reference),
-              "trainer": _without(job.cfg.trainer, "trainer"), **eval_key(job)}
+    inputs = reference_inputs(job, pruned_key)
 
     def make(work: Path, ckpt: Path) -> dict:
         logger = CSVLogger(work, name="logs", version="")
@@ -596,9 +635,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
             net = job.net_with(load_tensors(reference.file("model.pt")))
             seconds, settings = reference.meta["metrics"]["RTE_s"], reference.meta["settings"]
         else:
-            inputs = {"pruned": pruned_key, "unlearner": _plain(cfg.unlearner),
-                      "trainer": _without(cfg.trainer, "trainer"), **eval_key(job)}
-            with job.cache.scratch("unlearn", inputs) as ckpt:
+            with job.cache.scratch("unlearn", unlearn_inputs(job, pruned_key)) as ckpt:
                 net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn",
                                                  loggers or False, ckpt)
         metrics = assemble(job, net, seconds, settings, original, reference, pruned_key, base_art)

@@ -145,3 +145,17 @@ def test_cli_cfg_job_and_help():
     assert helptext.returncode == 0
     for word in ("unlearner", "pruner", "forget", "dataset", "arch"):
         assert word in helptext.stdout
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "svhn", "cifar10_small", "digits"])
+def test_the_retrain_reference_runs_the_base_models_schedule(dataset):
+    """Retrain = the original's recipe on D_r (docs/differences.md: not the published command's
+    160 epochs); on CIFAR-10 182 epochs at lr 0.1."""
+    cfg = compose_cfg([f"dataset={dataset}"])
+    recipe = ("epochs", "lr", "schedule", "milestones", "batch_size", "weight_decay")
+    assert {k: cfg.reference[k] for k in recipe} == {k: cfg.train[k] for k in recipe}
+    assert cfg.reference.epochs == cfg.dataset.epochs
+    if dataset == "cifar10":
+        assert (cfg.reference.epochs, cfg.reference.lr) == (182, 0.1)
+    published = compose_cfg([f"dataset={dataset}", "reference.epochs=160"])
+    assert published.reference.epochs == 160 and published.train.epochs == cfg.train.epochs

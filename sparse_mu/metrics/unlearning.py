@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -73,6 +72,8 @@ def gaps(metrics: dict, reference: dict) -> dict:
 
 
 def disparity_average(gap: dict) -> float:
-    """Mean |gap| over UA, MIA-Efficacy, RA and TA (lower is closer to Retrain)."""
-    values = [abs(gap[k]) for k in GAP_KEYS if not math.isnan(gap[k])]
-    return sum(values) / len(values) if values else float("nan")
+    """Mean |gap| over UA, MIA-Efficacy, RA and TA (lower is closer to Retrain).
+
+    A NaN gap makes it NaN: a mean over fewer terms would rank a run whose metric failed
+    against runs that have all four."""
+    return sum(abs(gap[k]) for k in GAP_KEYS) / len(GAP_KEYS)
