@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
@@ -14,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sparse_mu.cache import global_rank
-from sparse_mu.errors import ConfigError
+from sparse_mu.failures import record
 
 log = logging.getLogger("sparse_mu")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -32,9 +31,9 @@ def main(cfg: DictConfig) -> dict | None:
         with gpu_for_job(cfg, hc.job.num if hc.mode == RunMode.MULTIRUN else 0):
             metrics = pipeline.run(cfg, out_dir)
     except Exception as e:
-        (out_dir / "FAILED").write_text(traceback.format_exc())
-        if isinstance(e, ConfigError):
-            log.error("error: %s", e)
+        message = record(e, out_dir)  # FAILED: the one-line message, or the traceback of a bug
+        if message:
+            log.error("error: %s", message)
         else:
             log.exception("run failed; traceback in %s", out_dir / "FAILED")
         if hc.mode == RunMode.MULTIRUN:

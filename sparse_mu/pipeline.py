@@ -42,6 +42,7 @@ from sparse_mu.callbacks import LastCheckpoint, MaskEnforcer, StageTimer
 from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, Diverged, check
+from sparse_mu.failures import save_results
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
@@ -67,6 +68,7 @@ from sparse_mu.pruning import (
 )
 from sparse_mu.transfer import LinearProbe, adapt, feature_extractor, features
 from sparse_mu.unlearn import Unlearner, UnlearnTask
+from sparse_mu.validation import validate
 
 log = logging.getLogger("sparse_mu")
 
@@ -192,7 +194,7 @@ class Job:
                      seed=self.seed, **extra)
 
     def unlearner(self, node: DictConfig, net: nn.Module, task: UnlearnTask) -> Unlearner:
-        return build(node, net=net, task=task, seed=self.seed)
+        return build(node, net=net, task=task, seed=self.seed, node=node._key())  # messages name the node
 
     def outputs(self, net: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax outputs and labels of `net` on `indices`, eval transforms."""
@@ -232,6 +234,7 @@ def resolve_speed_settings(cfg: DictConfig, device: torch.device) -> None:
 
 def setup(cfg: DictConfig, out_dir: Path) -> Job:
     """Instantiate and check every component before any training: bad input fails here."""
+    validate(cfg)  # every setting's type, and unknown keys (sparse_mu.validation)
     L.seed_everything(int(cfg.seed), verbose=False)
     device = pick_device(cfg)
     resolve_speed_settings(cfg, device)
@@ -644,7 +647,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
             metrics |= unpruned
         metrics["wall_s"] = round(time.time() - start, 3)
         if rank0:
-            write_json(out_dir / "metrics.json", metrics)
+            save_results(out_dir / "metrics.json", metrics)  # never lost: a temp file if this fails
     finally:
         finish_loggers(loggers, metrics, "success" if metrics else "failed")
     return metrics
