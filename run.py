@@ -20,7 +20,7 @@ log = logging.getLogger("sparse_mu")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="run")
+@hydra.main(version_base="1.3", config_path="sparse_mu/conf", config_name="run")
 def main(cfg: DictConfig) -> dict | None:
     from sparse_mu import pipeline
     from sparse_mu.devices import gpu_for_job

@@ -1,6 +1,6 @@
 """Where images come from: each source returns uint8 NCHW arrays plus labels.
 
-Sources are Hydra targets (`conf/dataset/*.yaml`). `load()` returns an `ImageArrays`; the
+Sources are Hydra targets (`sparse_mu/conf/dataset/*.yaml`). `load()` returns an `ImageArrays`; the
 split into train/validation/test and everything after it is in `sparse_mu.data.dataset`.
 """
 
