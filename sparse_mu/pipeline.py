@@ -43,7 +43,7 @@ from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, Diverged, check
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
-from sparse_mu.loggers import finish_loggers, job_loggers
+from sparse_mu.loggers import finish_loggers, job_loggers, log_stage_curves
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
     GAP_KEYS,
@@ -544,6 +544,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     original = original_stage(job, pruned_key, state)
 
     loggers = job_loggers(cfg, out_dir, choices(cfg)) if rank0 else []
+    log_stage_curves(loggers, {"base": base_art.path, "prune": prune_art and prune_art.path,
+                               "reference": reference and reference.path})
     metrics: dict = {}
     try:
         if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference):

@@ -1,0 +1,19 @@
+"""Masks, pruners, mask metrics and the published checkpoint format."""
+
+from sparse_mu.pruning.analysis import iom, iou
+from sparse_mu.pruning.mask import (
+    Mask,
+    classifier_head,
+    layer_sparsity,
+    prunable_weights,
+    weight_sparsity,
+)
+from sparse_mu.pruning.pruners import IMP, OMP, BaseWeights, Dense, Pruner, Random
+from sparse_mu.pruning.published import Checkpoint, export_published, load_published
+from sparse_mu.pruning.synflow import SynFlow
+
+__all__ = [
+    "IMP", "OMP", "BaseWeights", "Checkpoint", "Dense", "Mask", "Pruner", "Random", "SynFlow",
+    "classifier_head", "export_published", "iom", "iou", "layer_sparsity", "load_published",
+    "prunable_weights", "weight_sparsity",
+]

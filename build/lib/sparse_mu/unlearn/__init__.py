@@ -1,0 +1,19 @@
+"""One LightningModule per unlearning method, on the shared `Unlearner` base."""
+
+from sparse_mu.unlearn.base import OneShot, Unlearner, UnlearnTask
+from sparse_mu.unlearn.fisher import FisherForgetting, FisherForgettingBatch
+from sparse_mu.unlearn.ft import FineTune
+from sparse_mu.unlearn.ga import GradientAscent
+from sparse_mu.unlearn.iu import InfluenceUnlearning
+from sparse_mu.unlearn.l1_sparse import L1Sparse
+from sparse_mu.unlearn.neggrad_plus import NegGradPlus
+from sparse_mu.unlearn.retrain import Retrain
+from sparse_mu.unlearn.rl import RandomLabels
+from sparse_mu.unlearn.salun import SalUn
+from sparse_mu.unlearn.scrub import SCRUB
+
+__all__ = [
+    "SCRUB", "FineTune", "FisherForgetting", "FisherForgettingBatch", "GradientAscent",
+    "InfluenceUnlearning", "L1Sparse", "NegGradPlus", "OneShot", "RandomLabels", "Retrain", "SalUn",
+    "UnlearnTask", "Unlearner",
+]
