@@ -25,7 +25,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -44,10 +44,10 @@ from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, Diverged, check
 from sparse_mu.failures import save_results
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
+from sparse_mu.loggers import finish_loggers, job_loggers, log_stage_curves
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
     GAP_KEYS,
-    NESTED,
     accuracy,
     disparity_average,
     evaluate,
@@ -552,48 +552,6 @@ def unprune_metrics(job: Job, base_art: Artifact, base: BaseWeights, mask: Mask,
 
 # -- outputs ---------------------------------------------------------------------------------
 
-def job_loggers(job: Job) -> list[Logger]:
-    """The configured loggers (CSV, W&B, ...) writing into the run directory."""
-    names = choices(job.cfg)
-    loggers = []
-    for node in job.cfg.logger.values():
-        if node is None or "_target_" not in node:  # e.g. a preset's logger.wandb.group after logger=csv
-            continue
-        if not node._target_.endswith("WandbLogger"):
-            loggers.append(build(node, save_dir=str(job.out_dir)))
-            continue
-        tags = [f"{g}={v}" for g, v in names.items()] + [f"seed={job.seed}"]
-        group = node.get("group")
-        if group is None and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-            # one W&B group per sweep: the preset's name, else the sweep directory's
-            hc = HydraConfig.get()
-            group = hc.runtime.choices.get("experiment") or Path(hc.sweep.dir).name
-        name = node.get("name") or f"{names['unlearner']}-{names['pruner']}-{names['forget']}-s{job.seed}"
-        loggers.append(build(node, save_dir=str(job.out_dir), name=name, group=group, tags=tags,
-                             config=OmegaConf.to_container(job.cfg, resolve=True)))
-    return loggers
-
-
-def finish_loggers(loggers: list[Logger], metrics: dict, status: str) -> None:
-    """Final metrics and the results table to every logger; W&B is finished either way."""
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for name in NESTED:
-        flat.update({f"{name}/{k}": v for k, v in (metrics.get(name) or {}).items() if isinstance(v, (int, float))})
-    for lg in loggers:
-        if metrics:
-            lg.log_metrics({f"final/{k}": v for k, v in flat.items()})
-            if isinstance(lg, WandbLogger):
-                lg.experiment.summary.update(flat)
-                rows = [[k, metrics["original"].get(k), metrics.get(k), (metrics["retrain"] or {}).get(k),
-                         (metrics["gap"] or {}).get(k)] for k in GAP_KEYS]
-                lg.log_table("results", columns=["metric", "original", "unlearned", "retrain", "gap"], data=rows)
-        lg.finalize(status)
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        wandb.finish(exit_code=0 if status == "success" else 1)
-
-
 def quiet_libraries() -> None:
     """Keep the console for our progress and results, not library chatter."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -627,7 +585,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     reference = reference_stage(job, pruned_key, state, mask, base) if cfg.eval.retrain_reference else None
     original = original_stage(job, pruned_key, state)
 
-    loggers = job_loggers(job) if rank0 else []
+    loggers = job_loggers(cfg, out_dir, choices(cfg)) if rank0 else []
+    log_stage_curves(loggers, {"base": base_art.path, "prune": prune_art and prune_art.path,
+                               "reference": reference and reference.path})
     metrics: dict = {}
     try:
         if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference):

@@ -4,7 +4,7 @@ A config node with a `_target_` is checked against the target's own signature: i
 parameters of the target's `__init__` (following `**kwargs` up the class hierarchy, e.g. an
 unlearner's `**loop` to `TrainLoop`), and each value must match the parameter's type hint. The
 nodes without a target (`seed`, `eval.*`, `fast.*`, `paths.*`, `unprune.*`, ...) are declared in
-`Run` below: types and ranges only, the defaults stay in `conf/run.yaml`. Value ranges that
+`Run` below: types and ranges only, the defaults stay in `sparse_mu/conf/run.yaml`. Value ranges that
 depend on the component are checked by the components themselves, in `pipeline.setup`.
 
 A value taken by interpolation (`train.epochs: ${dataset.epochs}`) is reported under the setting
@@ -89,7 +89,7 @@ class Transfer:
 
 @dataclass
 class Run:
-    """The settings of conf/run.yaml that no component takes (the defaults live there)."""
+    """The settings of sparse_mu/conf/run.yaml that no component takes (the defaults live there)."""
 
     seed: Annotated[int, Range(0, 2**32 - 1)]
     gpu_per_job: bool
@@ -319,7 +319,7 @@ def validate_node(node: DictConfig | None, path: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first setting of `cfg` with an unknown key or a wrong type."""
-    _check_node(cfg, "", _dataclass_params(Run), False, "the run (conf/run.yaml)")
+    _check_node(cfg, "", _dataclass_params(Run), False, "the run (sparse_mu/conf/run.yaml)")
     wandb_credentials(cfg)
 
 

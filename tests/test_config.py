@@ -26,23 +26,23 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_options():
     for g in GROUPS:
-        assert options(g), f"conf/{g} is empty"
+        assert options(g), f"sparse_mu/conf/{g} is empty"
 
 
 @pytest.mark.parametrize("tuned", sorted(p.stem for p in (CONF / "tuned" / "paper").glob("*.yaml")))
 def test_tuned_settings_apply_to_their_setting_with_tuning_paper_and_yield_to_the_command_line(tuned):
-    """conf/tuned/paper/<dataset>_<unlearner>[_<forget>].yaml changes its method's settings there."""
+    """sparse_mu/conf/tuned/paper/<dataset>_<unlearner>[_<forget>].yaml changes its method's settings there."""
     dataset = max((d for d in options("dataset") if tuned.startswith(d + "_")), key=len)
     method = tuned[len(dataset) + 1:]
     forget = next((f for f in options("forget") if method.endswith("_" + f)), None)
     method = method.removesuffix(f"_{forget}") if forget else method
-    assert method in options("unlearner"), f"conf/tuned/paper/{tuned}.yaml names no unlearner"
+    assert method in options("unlearner"), f"sparse_mu/conf/tuned/paper/{tuned}.yaml names no unlearner"
     group = [f"dataset={dataset}", f"unlearner={method}", f"forget={forget or 'class'}"]
     other_forget = f"forget={'random' if forget == 'class' else 'class'}"
     untuned = [*group[:2], other_forget, "tuning=paper"] if forget else [*group, "tuning=none"]
     tuned_node, plain = compose_cfg([*group, "tuning=paper"]).unlearner, compose_cfg(untuned).unlearner
     changed = sorted(k for k in plain if tuned_node[k] != plain[k])
-    assert changed, f"conf/tuned/paper/{tuned}.yaml changes nothing"
+    assert changed, f"sparse_mu/conf/tuned/paper/{tuned}.yaml changes nothing"
     assert compose_cfg([*group, "tuning=paper", f"unlearner.{changed[0]}=123"]).unlearner[changed[0]] == 123
     assert compose_cfg(group).unlearner == compose_cfg([*group, "tuning=none"]).unlearner  # the default: untuned
 

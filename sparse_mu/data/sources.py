@@ -1,6 +1,6 @@
 """Where images come from: each source returns uint8 NCHW arrays plus labels.
 
-Sources are Hydra targets (`conf/dataset/*.yaml`). `load()` returns an `ImageArrays`; the
+Sources are Hydra targets (`sparse_mu/conf/dataset/*.yaml`). `load()` returns an `ImageArrays`; the
 split into train/validation/test and everything after it is in `sparse_mu.data.dataset`.
 """
 
@@ -119,6 +119,22 @@ class Torchvision(Source):
         return ImageArrays(t[0], t[1].long(), t[2], t[3].long(), classes)
 
 
+# A clone's root (above the package; not for an installed package): relative data paths that are
+# not found from the working directory are looked up from here, as the README's commands assume.
+REPO = Path(__file__).resolve().parents[2]
+SHARED_HINT = ("; dataset=cifar10_small reads the offline CIFAR-10 subset cifar10_small.npz from "
+               "../shared/data beside the repository: put it there or set SPARSE_MU_SHARED_DATA to its folder")
+
+
+def _places(path: str) -> list[Path]:
+    """Where a data file named `path` may be: as given (from the working directory), and, if
+    relative and this is a clone, from the repository's root."""
+    given = Path(path).expanduser()
+    if given.is_absolute() or not (REPO / "pyproject.toml").is_file():
+        return [given]
+    return [given, REPO / given]
+
+
 @dataclass
 class Npz(Source):
     """Any `.npz` with `x_train, y_train` (and optionally `x_test, y_test`, `classes`).
@@ -130,9 +146,12 @@ class Npz(Source):
     path: str = ""
 
     def load(self) -> ImageArrays:
-        path = Path(self.path).expanduser()
-        if not self.path or not path.is_file():
-            raise ConfigError(f"dataset.path must name an existing .npz file; got {self.path!r}")
+        places = _places(self.path)
+        path = next((p for p in places if p.is_file()), None)
+        if not self.path or path is None:
+            hint = SHARED_HINT if Path(self.path).name == "cifar10_small.npz" else ""
+            raise ConfigError(f"dataset.path must name an existing .npz file; got {self.path!r} (looked for "
+                              f"{' and '.join(str(p.resolve()) for p in places)}){hint}")
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
