@@ -48,6 +48,12 @@ def planned_steps(module: L.LightningModule, limit: int | float | None = None) -
     return int(module.epochs) * batches_per_epoch(module, limit)
 
 
+def steps_taken(module: L.LightningModule) -> int:
+    """Optimiser steps of the module's last fit, as Lightning counted them (restored on resume)."""
+    trainer = module._trainer  # kept after fit; None if the loop never ran
+    return int(trainer.global_step) if trainer is not None else 0
+
+
 def budget_schedule(budget: float, reference_steps: int, steps_per_epoch: int) -> tuple[int, int | None]:
     """(epochs, max_steps) that spend at most `budget` x `reference_steps` optimiser steps (at
     least one): whole epochs when one fits, else one epoch cut to the budget's steps."""
@@ -105,3 +111,17 @@ def damage(ra: float, retrain_ra: float | None, loss_start: dict[str, float], lo
             reasons.append(f"{name} rose from {start:.4f} to an epoch mean of {peak:.4f} "
                            f"(> {loss_ratio:g}x; eval.damage.loss_ratio)")
     return reasons
+
+
+def table_notes(m: dict) -> list[str]:
+    """Lines under a run's results table: the cost next to Retrain's and the damage flag."""
+    notes = []
+    if m.get("retrain_steps"):
+        work = f"{m['grad_samples']} sample gradients" if m.get("grad_samples") is not None else f"{m['steps']} steps"
+        notes.append(f"cost vs Retrain: {work} / {m['retrain_steps']} steps ({m['cost_vs_retrain_steps']:.3f}), "
+                     f"{m['RTE_s']:.2f} / {m['retrain']['RTE_s']:.2f} s ({m['cost_vs_retrain_s']:.3f})")
+    elif "steps" in m:
+        notes.append(f"cost: {m['steps']} steps, {m['RTE_s']:.2f} s (no Retrain reference)")
+    if m.get("damaged"):
+        notes.append("DAMAGED: " + "; ".join(m["damage"]))
+    return notes

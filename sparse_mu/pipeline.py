@@ -383,8 +383,7 @@ def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: B
     if module.budget is not None:
         module = with_budget(job, node, module, net, task)
     seconds = job.fit(module, stage, mask, logger, ckpt)
-    # the trainer stays attached after fit; its global_step counts optimiser steps (restored on resume)
-    work = {"steps": int(module.trainer.global_step), "grad_samples": cost.one_shot_samples(module),
+    work = {"steps": cost.steps_taken(module), "grad_samples": cost.one_shot_samples(module),
             "max_steps": module.max_steps, "loss_start": module.loss_start, "loss_peak": module.loss_peak}
     return net, seconds, {**module.settings(), **work}
 

@@ -22,15 +22,17 @@ from rich.console import Console
 from rich.table import Table
 
 from sparse_mu.cache import write_json
+from sparse_mu.cost import table_notes
 from sparse_mu.metrics import BACKDOOR_KEYS, NESTED
 
 ROWS = (("UA", "UA"), ("MIA_efficacy", "MIA-Efficacy"), ("RA", "RA"), ("TA", "TA"), ("RTE_s", "RTE (s)"))
 BACKDOOR_ROWS = (("SA", "SA"), ("ASR", "ASR"), ("ASR_legacy", "ASR (legacy)"))
 TABLE_METRICS = ("UA", "MIA_efficacy", "RA", "TA", "RTE_s")
 # Shown in tables and plots when the runs have them (the backdoor metrics only in backdoor runs).
-OPTIONAL_METRICS = (*BACKDOOR_KEYS, "MIA_privacy", "disparity_avg")
+OPTIONAL_METRICS = (*BACKDOOR_KEYS, "MIA_privacy", "disparity_avg", "cost_vs_retrain_steps", "damaged")
 GROUP_KEYS = ("dataset", "arch", "forget", "method", "pruner", "target_sparsity")
-LABELS = dict(ROWS) | dict(BACKDOOR_ROWS) | {"MIA_privacy": "MIA-Privacy", "disparity_avg": "Disparity Avg"}
+LABELS = dict(ROWS) | dict(BACKDOOR_ROWS) | {"MIA_privacy": "MIA-Privacy", "disparity_avg": "Disparity Avg",
+                                            "cost_vs_retrain_steps": "cost/Retrain (steps)", "damaged": "damaged (share)"}
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -55,6 +57,7 @@ def run_table(m: dict) -> Table:
     if m.get("disparity_avg") is not None:
         notes.append(f"Disparity Average (mean |gap| over UA, MIA-Efficacy, RA, TA): {m['disparity_avg']:.2f}"
                      f"   device: {m['device']}")
+    notes += table_notes(m)
     if m.get("transfer_acc"):
         acc, secs = m["transfer_acc"], m["transfer_time_s"]
         notes.append("transfer (linear probe) accuracy / time: " + ", ".join(
@@ -79,7 +82,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[dict]]:
     rows, failed = [], []
     for path in sorted(root.rglob("metrics.json")):
         m = json.loads(path.read_text())
-        row = {k: v for k, v in m.items() if not isinstance(v, dict)}
+        row = {k: float(v) if isinstance(v, bool) else v for k, v in m.items() if not isinstance(v, dict)}
         for nested in NESTED:
             row.update({f"{nested}.{k}": v for k, v in (m.get(nested) or {}).items()})
         row.update({f"hparams.{k}": json.dumps(v) for k, v in (m.get("hparams") or {}).items() if k != "seed"})
