@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from sparse_mu import cost
 from sparse_mu.cache import (
     Artifact,
     ArtifactCache,
@@ -283,7 +284,9 @@ def forget_key(forget: ForgetSet) -> str:
 
 
 def eval_key(job: Job) -> dict:
-    return {"eval": _plain(job.cfg.eval), "forget": forget_key(job.forget), "seed": job.seed}
+    # eval.damage only judges the metrics afterwards
+    evaluation = {k: v for k, v in _plain(job.cfg.eval).items() if k != "damage"}
+    return {"eval": evaluation, "forget": forget_key(job.forget), "seed": job.seed}
 
 
 def trainer_key(job: Job) -> dict:
@@ -323,12 +326,24 @@ def original_inputs(job: Job, pruned_key: str) -> dict:
 
 
 def reference_inputs(job: Job, pruned_key: str) -> dict:
-    return {"pruned": pruned_key, "reference": _plain(job.cfg.reference), "trainer": trainer_key(job), **eval_key(job)}
+    """The Retrain reference model's key: no `eval.*`, so evaluation settings never retrain it
+    (its metrics are an entry of their own, `reference_metrics_inputs`)."""
+    return {"pruned": pruned_key, "reference": _plain(job.cfg.reference), "trainer": trainer_key(job),
+            "forget": forget_key(job.forget), "seed": job.seed}
+
+
+def reference_metrics_inputs(job: Job, model_key: str) -> dict:
+    return {"model": model_key, **eval_key(job)}
 
 
 def unlearn_inputs(job: Job, pruned_key: str) -> dict:
-    """The unlearning run's checkpoint folder (a scratch key: the run itself is never cached)."""
-    return {"pruned": pruned_key, "unlearner": _plain(job.cfg.unlearner), "trainer": trainer_key(job), **eval_key(job)}
+    """The unlearning run's checkpoint folder (a scratch key: the run itself is never cached).
+    With a budget, the epochs follow from the Retrain reference's steps, so its recipe counts."""
+    inputs = {"pruned": pruned_key, "unlearner": _plain(job.cfg.unlearner), "trainer": trainer_key(job),
+              **eval_key(job)}
+    if job.cfg.unlearner.get("budget") is not None:
+        inputs["reference"] = _plain(job.cfg.reference)
+    return inputs
 
 
 # -- stages ----------------------------------------------------------------------------------
@@ -414,25 +429,61 @@ def original_stage(job: Job, pruned_key: str, state: State) -> dict:
 
 def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
             stage: str, logger: Logger | bool, ckpt: Path | None) -> tuple[nn.Module, float, dict]:
-    """Run one unlearner from `state`; returns the net, the loop's seconds and its settings."""
+    """Run one unlearner from `state`; returns the net, the loop's seconds and its settings
+    (with the optimiser `steps` Lightning took and, for one-shot methods, `grad_samples`)."""
     L.seed_everything(job.seed, verbose=False)
     net = job.net_with(state)
-    module = job.unlearner(node, net, UnlearnTask(job.data, job.forget, mask, base))
+    task = UnlearnTask(job.data, job.forget, mask, base)
+    module = job.unlearner(node, net, task)
+    if module.budget is not None:
+        module = with_budget(job, node, module, net, task)
     seconds = job.fit(module, stage, mask, logger, ckpt)
-    return net, seconds, module.settings()
+    work = {"steps": cost.steps_taken(module), "grad_samples": cost.one_shot_samples(module),
+            "max_steps": module.max_steps, "loss_start": module.loss_start, "loss_peak": module.loss_peak}
+    return net, seconds, {**module.settings(), **work}
+
+
+def reference_steps(job: Job, task: UnlearnTask) -> int:
+    """The optimiser steps the Retrain reference (`cfg.reference`) takes: epochs x batches."""
+    return cost.planned_steps(job.unlearner(job.cfg.reference, job.make_net(), task), job.cfg.trainer.limit_train_batches)
+
+
+def with_budget(job: Job, node: DictConfig, module: Unlearner, net: nn.Module, task: UnlearnTask) -> Unlearner:
+    """`module` rebuilt with the epochs (and step limit) that spend `budget` x Retrain's steps."""
+    limit = job.cfg.trainer.limit_train_batches
+    steps_per_epoch = cost.batches_per_epoch(module, limit)
+    epochs, max_steps = cost.budget_schedule(module.budget, reference_steps(job, task), steps_per_epoch)
+    module = build(node, net=net, task=task, seed=job.seed, epochs=epochs)
+    module.max_steps = max_steps
+    log.info("unlearner: budget %g of Retrain's steps: %d epochs%s", module.budget, epochs,
+             f", {max_steps} steps" if max_steps else "")
+    return module
 
 
 def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights) -> Artifact:
-    """Retrain on D_r with the same model, mask, forget set and seed (cached)."""
+    """Retrain on D_r with the same model, mask, forget set and seed (cached), and its metrics.
+
+    The model is keyed without `eval.*` (evaluation settings never retrain it); its metrics are
+    a second entry keyed with them. The returned artifact is the model's, its `meta["metrics"]`
+    the metrics with `RTE_s`, `steps` and `batch_size` (for the cost ratios).
+    """
     inputs = reference_inputs(job, pruned_key)
 
     def make(work: Path, ckpt: Path) -> dict:
         logger = CSVLogger(work, name="logs", version="")
         net, seconds, settings = unlearn(job, job.cfg.reference, state, mask, base, "retrain reference", logger, ckpt)
         save_tensors(_cpu_state(net), work / "model.pt")
-        return {"metrics": {**job.metrics(net), "RTE_s": seconds}, "settings": settings}
+        return {"RTE_s": seconds, "steps": settings.pop("steps"), "settings": settings}
 
-    return job.cache.get_or_build("reference", inputs, make)
+    model = job.cache.get_or_build("reference_model", inputs, make)
+
+    def evaluate_model(work: Path, ckpt: Path) -> dict:
+        return {"metrics": job.metrics(job.net_with(load_tensors(model.file("model.pt"))))}
+
+    scored = job.cache.get_or_build("reference", reference_metrics_inputs(job, model.key), evaluate_model)
+    model.meta["metrics"] = {**scored.meta["metrics"], "RTE_s": model.meta["RTE_s"], "steps": model.meta["steps"],
+                             "batch_size": model.meta["settings"]["batch_size"]}
+    return model
 
 
 # -- applications: transfer learning, un-pruning ------------------------------------------------
@@ -593,7 +644,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference):
             log.info("unlearner: identical to the Retrain reference; reusing it (RTE from its build)")
             net = job.net_with(load_tensors(reference.file("model.pt")))
-            seconds, settings = reference.meta["metrics"]["RTE_s"], reference.meta["settings"]
+            seconds = reference.meta["RTE_s"]
+            settings = {**reference.meta["settings"], "steps": reference.meta["steps"]}
         else:
             with job.cache.scratch("unlearn", unlearn_inputs(job, pruned_key)) as ckpt:
                 net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn",
@@ -628,6 +680,16 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
     if cfg.unprune.enabled:
         identity["unprune"] = _plain(cfg.unprune)
     backdoor = [k for k in BACKDOOR_KEYS if k in m]
+    settings = dict(settings)
+    work = {k: settings.pop(k, None) for k in ("steps", "grad_samples", "max_steps", "loss_start", "loss_peak")}
+    if work["max_steps"] is not None:
+        settings["max_steps"] = work["max_steps"]
+    spent = cost.cost_fields(work["steps"], seconds, work["grad_samples"], ref)
+    limits = cfg.eval.damage
+    reasons = cost.damage(m["RA"], ref["RA"] if ref else None, work["loss_start"] or {}, work["loss_peak"] or {},
+                     float(limits.ra_drop), float(limits.loss_ratio))
+    for reason in reasons:
+        log.warning("damaged: %s", reason)
     before = {"SA_before": original["SA"], "ASR_before": original["ASR"]} if backdoor else {}
     return {
         **m,
@@ -635,8 +697,11 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         "sparsity": 100.0 * weight_sparsity(net),
         "layer_sparsity": layer_sparsity(net),
         "disparity_avg": disparity_average(gap) if gap else None,
+        **spent,
+        "damaged": bool(reasons),
+        "damage": reasons,
         **before,
-        "retrain": {k: ref[k] for k in (*GAP_KEYS, *backdoor, "RTE_s")} if ref else None,
+        "retrain": {k: ref[k] for k in (*GAP_KEYS, *backdoor, "RTE_s", "steps")} if ref else None,
         "gap": gap,
         "original": {k: original[k] for k in (*GAP_KEYS, *backdoor)},
         "config_hash": stable_hash(identity),

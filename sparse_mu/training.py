@@ -61,6 +61,9 @@ class TrainLoop(L.LightningModule):
         self._losses: dict[str, tuple[torch.Tensor, int]] = {}
         self._logged: set[str] = set()
         self._losses_epoch = -1
+        # first batch and highest epoch mean of every logged loss (the damage flag reads them)
+        self.loss_start: dict[str, float] = {}
+        self.loss_peak: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -109,6 +112,8 @@ class TrainLoop(L.LightningModule):
             self._losses, self._logged, self._losses_epoch = {}, set(), self.current_epoch
         if name in self._logged:
             return
+        if name not in self.loss_start:  # one host read per loss and run
+            self.loss_start[name] = float(value.detach())
         total, steps = self._losses.get(name, (0.0, 0))
         self._losses[name] = total, steps = total + value.detach().float(), steps + 1
         if progress.is_last_batch or progress.current.ready == self.trainer.num_training_batches:
@@ -116,6 +121,7 @@ class TrainLoop(L.LightningModule):
             if not torch.isfinite(mean):  # one host read per epoch: stop a diverged run early
                 raise Diverged(f"{name} is {float(mean)} in epoch {self.current_epoch + 1} at learning rate "
                                f"{self.lr}: training diverged; lower the learning rate of this stage")
+            self.loss_peak[name] = max(self.loss_peak.get(name, 0.0), float(mean))
             self.log(name, mean, on_step=False, on_epoch=True, prog_bar=True)
             self._logged.add(name)
 

@@ -61,11 +61,18 @@ class Fast:
 
 
 @dataclass
+class Damage:
+    ra_drop: Annotated[float, Range(0)]
+    loss_ratio: Annotated[float, Range(1)]
+
+
+@dataclass
 class Eval:
     retrain_reference: bool
     batch_size: Annotated[int, Range(1)] | None
     mia_features: list[MiaFeature]
     mia_privacy: bool
+    damage: Damage
 
 
 @dataclass

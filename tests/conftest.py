@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 TINY = [
     "train.epochs=6", "train.rewind_epoch=1", "unlearner.epochs=2", "reference.epochs=6",
     "logger=csv", "callbacks.progress.interactive=false",
+    "++unlearner.budget=null",  # run `unlearner.epochs` (tests/test_cost.py covers the budget)
 ]
 
 

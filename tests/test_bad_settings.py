@@ -90,7 +90,8 @@ def _all_options() -> list[list[str]]:
 
 
 def test_every_shipped_option_and_preset_passes_validation():
-    required = {"dataset=npz": ["dataset.path=x.npz"], "pruner=checkpoint": ["pruner.path=x.pt"]}
+    required = {"dataset=npz": ["dataset.path=x.npz"], "dataset=folder": ["dataset.root=x"],
+                "pruner=checkpoint": ["pruner.path=x.pt"]}
     for overrides in _all_options():
         validate(compose_cfg([*overrides, *required.get(overrides[0], [])]))
 

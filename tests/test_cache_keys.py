@@ -19,7 +19,7 @@ from sparse_mu.models import SmallCNN
 from sparse_mu.pruning import Dense, Mask, export_published, prunable_weights
 from tests.conftest import TINY, compose_cfg
 
-STAGES = ("base", "prune", "original", "reference", "unlearn")
+STAGES = ("base", "prune", "original", "reference", "reference_metrics", "unlearn")
 # Trainer settings the default config does not set but a user may (each changes the training).
 EXTRA_TRAINER = {"accumulate_grad_batches": 2, "num_nodes": 2, "sync_batchnorm": True,
                  "gradient_clip_algorithm": "value", "max_steps": 7}
@@ -33,24 +33,26 @@ def stage_keys(job: pipeline.Job) -> dict[str, str]:
     key = job.cache.key
     base = key(pipeline.base_inputs(job))
     pruned = base if isinstance(job.pruner, Dense) else key(pipeline.prune_inputs(job, base))
+    reference = key(pipeline.reference_inputs(job, pruned))
     return {"base": base, "prune": pruned, "original": key(pipeline.original_inputs(job, pruned)),
-            "reference": key(pipeline.reference_inputs(job, pruned)),
+            "reference": reference, "reference_metrics": key(pipeline.reference_metrics_inputs(job, reference)),
             "unlearn": key(pipeline.unlearn_inputs(job, pruned))}
 
 
 def depends(group: str, job: pipeline.Job) -> set[str]:
     """The stages whose key must change when a setting of `group` changes."""
     trained = job.pruner.needs_trained_base
-    after_base = {"prune", "original", "reference", "unlearn"}
+    after_base = {"prune", "original", "reference", "reference_metrics", "unlearn"}
     return {
         "dataset": set(STAGES), "arch": set(STAGES), "seed": set(STAGES),
         # an init-only base model is not trained: only the pruner's retraining uses these
         "train": set(STAGES) if trained else after_base,
         "trainer": set(STAGES) if trained else after_base,
         "pruner": set() if isinstance(job.pruner, Dense) else after_base,  # dense: no prune stage
-        "eval": {"original", "reference", "unlearn"},
-        "forget": {"original", "reference", "unlearn"},
-        "reference": {"reference"},
+        # the Retrain model is keyed without eval.*: evaluation settings never retrain it
+        "eval": {"original", "reference_metrics", "unlearn"},
+        "forget": {"original", "reference", "reference_metrics", "unlearn"},
+        "reference": {"reference", "reference_metrics"},
         "unlearner": {"unlearn"},
     }[group]
 
@@ -89,6 +91,7 @@ def computing_settings(job: pipeline.Job) -> list[tuple[str, str, object]]:
     cfg, out = job.cfg, [("seed", "seed", job.seed + 1)]
     for group in ("dataset", "arch", "train", "pruner", "unlearner", "reference", "eval", "trainer"):
         skip = pipeline._OPERATIONAL.get(group, set()) | ({"path"} if group == "pruner" else set())
+        skip |= {"damage"} if group == "eval" else set()  # judges finished metrics: operational below
         plain = OmegaConf.to_container(cfg[group], resolve=True)
         out += [(group, p, changed(OmegaConf.select(cfg, p))) for p in leaves(plain, group)
                 if p.split(".")[1] not in skip]
@@ -103,6 +106,7 @@ def operational_settings(job: pipeline.Job) -> list[tuple[str, object]]:
     for group in OPERATIONAL_GROUPS:
         plain = OmegaConf.to_container(cfg[group], resolve=True)
         out += [(p, changed(OmegaConf.select(cfg, p))) for p in leaves(plain, group)]
+    out += [(p, changed(OmegaConf.select(cfg, p))) for p in leaves(OmegaConf.to_container(cfg.eval.damage), "eval.damage")]
     return out + list(OPERATIONAL_TOP.items())
 
 

@@ -302,7 +302,7 @@ def test_report_with_only_failures(tmp_path):
 
 def test_damage_flags_are_counted(tmp_path):
     for seed in (0, 1, 2):
-        _run(tmp_path, str(seed), seed=seed, metrics={"damage": {"flag": seed == 1}})
+        _run(tmp_path, str(seed), seed=seed, metrics={"damaged": seed == 1})
     report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "damaged omp 95%" in md and "| 1/3 |" in md

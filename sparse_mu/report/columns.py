@@ -17,11 +17,11 @@ TABLE_METRICS = (
     "MIA_privacy",
     "disparity_avg",
     "steps",
-    "cost_vs_retrain.steps",
-    "cost_vs_retrain.seconds",
+    "cost_vs_retrain_steps",
+    "cost_vs_retrain_s",
 )
-# A per-run flag: the table counts the flagged runs of each row (e.g. "1/3").
-FLAG = "damage"
+# A per-run flag (sparse_mu.cost): the table counts the flagged runs of each row (e.g. "1/3").
+FLAG = "damaged"
 LABELS = {
     "UA": "UA",
     "MIA_efficacy": "MIA-Efficacy",
@@ -33,7 +33,7 @@ LABELS = {
     "ASR_legacy": "ASR (legacy)",
     "MIA_privacy": "MIA-Privacy",
     "disparity_avg": "Disparity Avg",
-    "cost_vs_retrain.steps": "cost vs Retrain (steps)",
-    "cost_vs_retrain.seconds": "cost vs Retrain (s)",
+    "cost_vs_retrain_steps": "cost vs Retrain (steps)",
+    "cost_vs_retrain_s": "cost vs Retrain (s)",
     FLAG: "damaged",
 }

@@ -7,6 +7,8 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from sparse_mu.cost import table_notes
+
 ROWS = (
     ("UA", "UA"),
     ("MIA_efficacy", "MIA-Efficacy"),
@@ -52,6 +54,7 @@ def run_table(m: dict) -> Table:
             f"{m['disparity_avg']:.2f}"
             f"   device: {m['device']}"
         )
+    notes += table_notes(m)
     if m.get("transfer_acc"):
         acc, secs = m["transfer_acc"], m["transfer_time_s"]
         notes.append(

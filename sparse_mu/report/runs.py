@@ -80,13 +80,13 @@ def _choices(run_dir: Path) -> dict:
 
 
 def _flag(value) -> bool:
-    """`damage` in metrics.json: a bool, or a dict with a bool `flag`."""
-    return bool(value.get("flag")) if isinstance(value, dict) else bool(value)
+    """`damaged` in metrics.json: a bool (its reasons are in `damage`)."""
+    return bool(value)
 
 
 def _metrics_row(m: dict) -> dict:
     row = {k: v for k, v in m.items() if not isinstance(v, dict)}
-    for nested in dict.fromkeys((*NESTED, "cost_vs_retrain")):
+    for nested in NESTED:
         row.update({f"{nested}.{k}": v for k, v in (m.get(nested) or {}).items()})
     if FLAG in m:
         row[FLAG] = _flag(m[FLAG])

@@ -33,9 +33,21 @@ class Unlearner(TrainLoop):
     The pipeline attaches the mask-enforcing callback whenever a mask exists.
     """
 
-    def __init__(self, net: nn.Module, task: UnlearnTask, **loop):
+    def __init__(self, net: nn.Module, task: UnlearnTask, *, budget: float | None = None, **loop):
         super().__init__(net, **loop)
+        node = loop.get("node", "unlearner")
+        check(budget is None or (isinstance(budget, (int, float)) and budget > 0), f"{node}.budget",
+              "null (run `epochs`) or a fraction of the Retrain reference's optimiser steps > 0, e.g. 0.1",
+              budget)
         self.task = task
+        # a fraction of Retrain's steps; the pipeline derives `epochs` (and `max_steps`) from it
+        self.budget = budget
+        self.max_steps: int | None = None
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.max_steps is not None and self.trainer.global_step >= self.max_steps:
+            return -1  # the budget is spent: Lightning ends the epoch (the only one) here
+        return None
 
     def indices(self, part: str) -> torch.Tensor:
         """Dataset indices of "retain" (D_r), "forget" (D_f) or "all" (D = D_r + D_f)."""
@@ -60,7 +72,7 @@ class Unlearner(TrainLoop):
 
 
 # TrainLoop settings that mean nothing to a method without an optimiser.
-_OPTIMISER_KEYS = ("lr", "momentum", "weight_decay", "optimizer", "schedule", "milestones", "gamma",
+_OPTIMISER_KEYS = ("budget", "lr", "momentum", "weight_decay", "optimizer", "schedule", "milestones", "gamma",
                    "warmup_epochs", "label_smoothing")
 
 
@@ -76,8 +88,9 @@ class OneShot(Unlearner):
 
     def __init__(self, net: nn.Module, task: UnlearnTask, *, batch_size: int, epochs: int = 1,
                  chunk_size: int | None = None, memory_mb: float = 1024.0, seed: int = 0,
-                 node: str = "unlearner"):
+                 node: str = "unlearner", budget: None = None):
         check(epochs == 1, f"{node}.epochs", "1 (a one-shot method makes one pass over the data)", epochs)
+        check(budget is None, f"{node}.budget", "null (a one-shot method takes no optimiser steps)", budget)
         # lr is a required TrainLoop setting; no optimiser uses it, and settings() leaves it out.
         super().__init__(net, task, epochs=1, batch_size=batch_size, lr=1.0, seed=seed, node=node)
         check(chunk_size is None or chunk_size >= 1, f"{node}.chunk_size",
