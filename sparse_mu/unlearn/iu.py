@@ -98,7 +98,7 @@ class InfluenceUnlearning(OneShot):
         dotted with each direction (directions already zero on pruned coordinates); by
         forward-mode AD, or from vmapped per-sample gradients if a layer has no forward-mode rule."""
         rows = []
-        for x, y, _ in self.task.data.loader(picked, batch_size=self.batch_size, train=False, device=self.device):
+        for x, y, _ in self.task.data.loader(picked, batch_size=self.chunk, train=False, device=self.device):
             try:
                 rows.append(grad_dots(self.net, x, y, directions))
             except (NotImplementedError, RuntimeError):
