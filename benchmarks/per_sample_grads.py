@@ -19,7 +19,7 @@ gives the batch-1 loop's result to 1e-5:
 Model in eval mode, a 95 % magnitude mask, random images and labels, `--retain` retain and
 `--forget` forget samples (IU's m = min(1000, retain)). Arms interleave, `--repeats` times;
 medians count. One line `speedup_vs_batch1_loop=<x>` per case and method (batch-1 loop time /
-ours).
+ours). `--calibrate` times FF's statistic per chunk size instead (how the CPU chunk was chosen).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from sparse_mu.models.resnet_s import resnet20s  # noqa: E402
 from sparse_mu.pruning import BaseWeights, Mask, classifier_head  # noqa: E402
 from sparse_mu.pruning.pruners import magnitude_scores  # noqa: E402
 from sparse_mu.unlearn import FisherForgetting, InfluenceUnlearning, UnlearnTask  # noqa: E402
+from sparse_mu.unlearn.layer_grads import grad_square_sums  # noqa: E402
 from sparse_mu.unlearn.per_sample import (  # noqa: E402
     chunk_size_for,
     keep_masks,
@@ -193,7 +194,7 @@ def run_case(name: str, args) -> None:
     }
     for method, ways in arms.items():
         times = {w: [] for w in ways}
-        results = {}
+        results = {w: fn() for w, fn in ways.items()}  # warm-up: torch.func's and Lightning's first calls
         for _ in range(args.repeats):
             for w, fn in ways.items():
                 t, results[w] = timed(fn)
@@ -216,6 +217,23 @@ def run_case(name: str, args) -> None:
         print(f"{name} {method} speedup_vs_batch1_loop={med['batch-1 loop'] / med['ours']:.2f}", flush=True)
 
 
+def calibrate(cases: list[str], args) -> None:
+    """FF's statistic (`grad_square_sums`) per chunk size: how `per_sample.CPU_CHUNK` was chosen."""
+    chunks = (8, 16, 32, 64, 256)
+    for name in cases:
+        arch, dims = name.split(":")
+        net, task = make_case(arch, tuple(int(d) for d in dims.split("x")), args.retain, args.forget)
+        x, y = batch_of(task, task.forget.retain)
+        times = {c: [] for c in chunks}
+        for c in chunks:
+            grad_square_sums(net, x, y, chunk_size=c)
+        for _ in range(args.repeats):
+            for c in chunks:
+                times[c].append(timed(lambda c=c, net=net, x=x, y=y: grad_square_sums(net, x, y, chunk_size=c))[0])
+        print(f"{name} FF statistic, {len(x)} samples, seconds by chunk: "
+              + " ".join(f"{c}: {statistics.median(t):.3f}" for c, t in times.items()), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default=",".join(CASES), help="arch:CxHxW, comma-separated")
@@ -223,6 +241,7 @@ def main() -> None:
     p.add_argument("--forget", type=int, default=32)
     p.add_argument("--published-samples", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--calibrate", action="store_true", help="time FF's statistic per chunk size instead")
     args = p.parse_args()
     import logging
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -230,6 +249,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
           f"retain {args.retain}, forget {args.forget}; medians of {args.repeats}")
+    if args.calibrate:
+        calibrate(args.cases.split(","), args)
+        return
     for case in args.cases.split(","):
         run_case(case, args)
 
