@@ -78,16 +78,19 @@ def test_square_sums_equal_the_vmapped_per_sample_gradients(name):
     assert all(p.grad is None for p in net.parameters())
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "lenet", "mixed"])
+NO_CLOSED_FORM = (lambda: nn.Sequential(nn.Flatten(), nn.LayerNorm(48), nn.Linear(48, 4)), (3, 4, 4))
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "lenet", "resnet20s", "mixed", "layernorm (jvp)"])
 def test_gradient_dots_equal_the_per_sample_gradients_dotted(name):
     torch.manual_seed(1)
-    build, shape = NETS[name]
+    build, shape = NETS.get(name, NO_CLOSED_FORM)
     net = settled(build(), shape)
     x, y = torch.randn(9, *shape), torch.randint(0, 4, (9,))
     rows = flatten(next(per_sample_grads(net, x, y, chunk_size=len(x), loss=cross_entropy)))
     u = [{k: torch.randn_like(p) for k, p in net.named_parameters()} for _ in range(2)]
     want = torch.stack([flatten({k: t[None] for k, t in d.items()})[0] for d in u]) @ rows.T
-    torch.testing.assert_close(grad_dots(net, x, y, u), want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    torch.testing.assert_close(grad_dots(net, x, y, u, chunk_size=4), want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
 
 
 def test_nets_without_a_closed_form_get_none():
@@ -174,7 +177,7 @@ def old_iu_step(net, data, task, picked, alpha) -> torch.Tensor:
 @pytest.mark.parametrize("fallback", [False, True])
 def test_iu_update_equals_the_old_vector_recursion(digits, fallback, monkeypatch):
     if fallback:  # a net without forward-mode rules: per-sample gradients by vmap instead
-        def no_jvp(*args):
+        def no_jvp(*args, **kwargs):
             raise NotImplementedError
         monkeypatch.setattr(iu, "grad_dots", no_jvp)
     net = trained_net()

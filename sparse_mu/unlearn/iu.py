@@ -20,9 +20,10 @@ class InfluenceUnlearning(OneShot):
     H^-1 v is the published WoodFisher recursion over m = `samples` single retain samples, drawn
     at random from the job seed (the published code takes the first 1000): k = v, o = g_1; for
     every next g: t = o.g; k -= (k.g / (m + t)) o; o -= (t / (m + t)) o. The recursion is
-    sequential; it needs each g only through g.g_1 and g.v, computed batched by forward-mode AD
-    (see `inverse_hessian_product`). Gradients and the update are restricted to the unpruned
-    coordinates. `per_sample_grads` (after the pass): m, the samples whose gradients entered.
+    sequential; it needs each g only through g.g_1 and g.v, computed batched from layer hooks
+    (`layer_grads.grad_dots`, forward-mode AD for other layers; see `inverse_hessian_product`).
+    Gradients and the update are restricted to the unpruned coordinates. `per_sample_grads`
+    (after the pass): m, the samples whose gradients entered.
     """
 
     def __init__(self, net: nn.Module, task: UnlearnTask, *, alpha: float = 10.0, samples: int = 1000,
@@ -95,12 +96,13 @@ class InfluenceUnlearning(OneShot):
 
     def sample_dots(self, picked: torch.Tensor, directions: list[Grads]) -> torch.Tensor:
         """[len(directions), len(picked)]: the masked gradient of each sample's cross-entropy
-        dotted with each direction (directions already zero on pruned coordinates); by
-        forward-mode AD, or from vmapped per-sample gradients if a layer has no forward-mode rule."""
+        dotted with each direction (directions already zero on pruned coordinates), from layer hooks
+        or forward-mode AD (`layer_grads.grad_dots`), or from vmapped per-sample gradients if a
+        layer has no forward-mode rule."""
         rows = []
-        for x, y, _ in self.task.data.loader(picked, batch_size=self.chunk, train=False, device=self.device):
+        for x, y, _ in self.task.data.loader(picked, batch_size=self.batch_size, train=False, device=self.device):
             try:
-                rows.append(grad_dots(self.net, x, y, directions))
+                rows.append(grad_dots(self.net, x, y, directions, chunk_size=self.chunk))
             except (NotImplementedError, RuntimeError):
                 flat = torch.stack([torch.cat([t.reshape(-1) for t in u.values()]) for u in directions])
                 for grads in per_sample_grads(self.net, x, y, chunk_size=self.chunk, keep=self.keep()):

@@ -16,8 +16,9 @@ closed form:
 A net with any other trainable parameter (or a layer called twice, or one whose input is
 later changed in place) gets None, and the caller falls back to vmap.
 
-`grad_dots` gives g_i . u for every sample i and direction u by forward-mode AD: one jvp of
-the per-sample losses per direction, again no per-sample gradient is formed.
+`grad_dots` gives g_i . u for every sample i and direction u from the same hooks (for a Linear
+or Conv2d layer <d_i a_i^T, U> is d_i . (the layer with weight U applied to a_i)), or by
+forward-mode AD for other nets; again no per-sample gradient is formed.
 """
 
 from __future__ import annotations
@@ -158,10 +159,48 @@ def grad_square_sums(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_
     return {k: squares[k] for k in order}, {k: sums[k] for k in order}
 
 
-def grad_dots(net: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: list[Grads]) -> torch.Tensor:
+def _layer_dots(m: nn.Module, a: torch.Tensor, d: torch.Tensor, u: Grads) -> torch.Tensor:
+    """[b]: g_i . u over one layer's parameters, without g_i: <d_i a_i^T, U> = <d_i, layer_U(a_i)>."""
+    if isinstance(m, nn.Linear):
+        out = F.linear(a, u["weight"]) * d
+    elif isinstance(m, nn.Conv2d):
+        out = F.conv2d(a, u["weight"], None, m.stride, m.padding, m.dilation) * d
+    else:  # BatchNorm, eval mode
+        shape = (1, -1) + (1,) * (a.ndim - 2)
+        xhat = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
+        out = d * xhat * u["weight"].view(shape) if m.weight is not None else torch.zeros_like(d)
+    if m.bias is not None:
+        out = out + d * (u["bias"] if isinstance(m, nn.Linear) else u["bias"].view((1, -1) + (1,) * (d.ndim - 2)))
+    return out.flatten(1).sum(1)
+
+
+def summed_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def grad_dots(net: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: list[Grads], *,
+              chunk_size: int) -> torch.Tensor:
     """[len(directions), B]: g_i . u for every direction u ({name: tensor} over the trainable
-    parameters) and sample i, g_i the gradient of sample i's cross-entropy; by forward-mode AD
-    (one jvp per direction). The net must be in eval mode."""
+    parameters) and sample i, g_i the gradient of sample i's cross-entropy, `chunk_size` samples
+    at a time. Nets of closed-form layers: from the hooks, one forward and backward pass per chunk
+    plus one layer evaluation per direction; other nets: forward-mode AD (one jvp per
+    direction). The net must be in eval mode."""
+    layers = _layers(net)
+    rows = []
+    for start in range(0, len(x), chunk_size):
+        xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+        recorded = None if layers is None else _record(net, layers, xc, yc, summed_cross_entropy)
+        if recorded is None:
+            rows.append(_jvp_dots(net, xc, yc, directions))
+            continue
+        rows.append(torch.stack([
+            sum(_layer_dots(m, *recorded[name], {p: u[_key(name, p)] for p in ("weight", "bias")
+                                                 if _key(name, p) in u}) for name, m in layers.items())
+            for u in directions]))
+    return torch.cat(rows, dim=1)
+
+
+def _jvp_dots(net: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: list[Grads]) -> torch.Tensor:
     params = {k: p.detach() for k, p in net.named_parameters() if p.requires_grad}
     rest = ({k: p.detach() for k, p in net.named_parameters() if not p.requires_grad},
             dict(net.named_buffers()))
