@@ -159,19 +159,29 @@ def grad_square_sums(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_
     return {k: squares[k] for k in order}, {k: sums[k] for k in order}
 
 
-def _layer_dots(m: nn.Module, a: torch.Tensor, d: torch.Tensor, u: Grads) -> torch.Tensor:
-    """[b]: g_i . u over one layer's parameters, without g_i: <d_i a_i^T, U> = <d_i, layer_U(a_i)>."""
-    if isinstance(m, nn.Linear):
-        out = F.linear(a, u["weight"]) * d
-    elif isinstance(m, nn.Conv2d):
-        out = F.conv2d(a, u["weight"], None, m.stride, m.padding, m.dilation) * d
+def _layer_dots(m: nn.Module, a: torch.Tensor, d: torch.Tensor, us: list[Grads]) -> torch.Tensor:
+    """[b, K]: g_i . u_k over one layer's parameters for K directions, without g_i:
+    <d_i a_i^T, U> = <d_i, layer_U(a_i)>, the K weights stacked into one layer call."""
+    k = len(us)
+    if isinstance(m, nn.Linear | nn.Conv2d):
+        w = torch.cat([u["weight"] for u in us])
+        if isinstance(m, nn.Linear):
+            out = F.linear(a, w).unflatten(-1, (k, -1)) * d.unsqueeze(-2)  # [b, ..., K, out]
+            out = out.movedim(-2, 1)
+        else:
+            out = F.conv2d(a, w, None, m.stride, m.padding, m.dilation).unflatten(1, (k, -1)) * d.unsqueeze(1)
     else:  # BatchNorm, eval mode
         shape = (1, -1) + (1,) * (a.ndim - 2)
         xhat = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
-        out = d * xhat * u["weight"].view(shape) if m.weight is not None else torch.zeros_like(d)
+        out = torch.stack([d * xhat * u["weight"].view(shape) for u in us], 1) if m.weight is not None \
+            else torch.zeros_like(d).unsqueeze(1).expand(-1, k, *d.shape[1:])
     if m.bias is not None:
-        out = out + d * (u["bias"] if isinstance(m, nn.Linear) else u["bias"].view((1, -1) + (1,) * (d.ndim - 2)))
-    return out.flatten(1).sum(1)
+        if isinstance(m, nn.Linear):
+            bias = torch.stack([d * u["bias"] for u in us], 1)
+        else:
+            bias = torch.stack([d * u["bias"].view((1, -1) + (1,) * (d.ndim - 2)) for u in us], 1)
+        out = out + bias
+    return out.flatten(2).sum(2)
 
 
 def summed_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -193,10 +203,10 @@ def grad_dots(net: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: list
         if recorded is None:
             rows.append(_jvp_dots(net, xc, yc, directions))
             continue
-        rows.append(torch.stack([
-            sum(_layer_dots(m, *recorded[name], {p: u[_key(name, p)] for p in ("weight", "bias")
-                                                 if _key(name, p) in u}) for name, m in layers.items())
-            for u in directions]))
+        per_layer = [_layer_dots(m, *recorded[name], [{p: u[_key(name, p)] for p in ("weight", "bias")
+                                                        if _key(name, p) in u} for u in directions])
+                     for name, m in layers.items()]
+        rows.append(torch.stack(per_layer).sum(0).T)
     return torch.cat(rows, dim=1)
 
 
