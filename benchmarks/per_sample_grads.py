@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/per_sample_grads.py [--retain 256 --forget 32 --repeats 3]
 
 Per case (model x input shape) and method, the same update four ways, after checking that ours
-gives the batch-1 loop's result to 1e-5 (largest difference / largest value, per tensor):
+gives the batch-1 loop's result (largest difference / largest value, per tensor, printed; the
+old vmap path's for comparison; the run stops above 1e-4):
   ours            the unlearner as the pipeline runs it (`FisherForgetting` / `InfluenceUnlearning`
                   at their defaults, one Lightning fit, the update applied)
   batch-1 loop    the strongest simple baseline: one forward and one backward pass per sample
@@ -181,6 +182,13 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def difference(got, want) -> float:
+    """Largest |got - want| / largest |want|, per tensor (float32 rounding: about 1e-6)."""
+    if isinstance(want, dict):
+        return max(difference(got[k], want[k]) for k in want)
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
 def run_case(name: str, args) -> None:
     arch, dims = name.split(":")
     shape = tuple(int(d) for d in dims.split("x"))
@@ -199,18 +207,16 @@ def run_case(name: str, args) -> None:
             for w, fn in ways.items():
                 t, results[w] = timed(fn)
                 times[w].append(t)
-        got, want = results["ours"], results["batch-1 loop"]
-        if method == "ff":
-            worst = max(((got[k] - want[k]).abs().max() / want[k].abs().max()).item() for k in want)
-        else:
-            worst = ((got - want).abs().max() / want.abs().max()).item()
-        assert worst < 1e-5, f"{name} {method}: ours differs from the batch-1 loop by {worst:.2e}"
+        want = results["batch-1 loop"]
+        diff = {w: difference(results[w], want) for w in ("ours", "vmap (before)") if w in results}
+        assert diff["ours"] < 1e-4, f"{name} {method}: ours differs from the batch-1 loop by {diff['ours']:.2e}"
         med = {w: statistics.median(t) for w, t in times.items()}
         if "published loop" in med:  # timed on a few samples: per sample, scaled to the retain set
             med["published loop"] *= args.retain / args.published_samples
         print(f"{name} {arch} ({n_params} parameters) {method}: "
               + ", ".join(f"{w} {t:.3f} s" for w, t in med.items())
-              + f"; max relative difference ours vs batch-1 loop {worst:.1e}")
+              + "; difference from the batch-1 loop: "
+              + ", ".join(f"{w} {d:.1e}" for w, d in diff.items()))
         for w in med:
             if w not in ("ours", "batch-1 loop"):
                 print(f"  {name} {method} speedup_vs_{w.split()[0].replace('-', '')}={med[w] / med['ours']:.2f}")
