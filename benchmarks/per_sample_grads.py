@@ -15,7 +15,7 @@ old vmap path's for comparison; the run stops above 1e-4):
   published loop  FF only: the published `fisher_information_martix`: one forward pass over a
                   batch of 256, one `autograd.grad(..., retain_graph=True)` per sample; timed on
                   `--published-samples` samples of the batch and scaled per sample (it costs
-                  seconds per sample). The published IU's recursion already is the batch-1 loop.
+                  seconds per sample). IU has no such arm.
 
 Model in eval mode, a 95 % magnitude mask, random images and labels, `--retain` retain and
 `--forget` forget samples (IU's m = min(1000, retain)). Arms interleave, `--repeats` times;

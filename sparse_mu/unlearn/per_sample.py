@@ -52,7 +52,7 @@ def keep_masks(net: nn.Module, mask: Mask | None) -> Grads | None:
 
 # Samples per chunk on a CPU: chunks of 16-32 keep activations and per-sample tensors in cache
 # and were fastest for SmallCNN, LeNet and ResNet-20s on 8x8 and 32x32 inputs (the whole batch
-# of 256 was 1.5-1.8x slower; `python benchmarks/per_sample_grads.py --calibrate`).
+# of 256 was 1.3-2.3x slower than 32; `python benchmarks/per_sample_grads.py --calibrate`).
 CPU_CHUNK = 32
 
 
