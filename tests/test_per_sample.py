@@ -10,6 +10,7 @@ from sparse_mu.models import SmallCNN
 from sparse_mu.pruning import Mask
 from sparse_mu.pruning.pruners import magnitude_scores
 from sparse_mu.unlearn.per_sample import (
+    CPU_CHUNK,
     chunk_size_for,
     class_grads,
     flatten,
@@ -79,8 +80,9 @@ def test_masked_and_summed_and_class_grads(net_and_batch):
     assert flatten(grads).shape == (len(x), sum(p.numel() for p in net.parameters()))
 
 
-def test_chunk_size_follows_the_memory_budget(net_and_batch):
+def test_chunk_size_follows_the_memory_budget_and_the_cpu_cap(net_and_batch):
     net = net_and_batch[0]
     per_sample = 2 * 4 * sum(p.numel() for p in net.parameters())
-    assert chunk_size_for(net, 10) == int(10 * 2**20 // per_sample)
+    assert chunk_size_for(net, 0.1) == int(0.1 * 2**20 // per_sample) < CPU_CHUNK
     assert chunk_size_for(net, 1e-6) == 1
+    assert chunk_size_for(net, 1024) == CPU_CHUNK  # on a CPU: the measured fastest size

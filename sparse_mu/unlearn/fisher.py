@@ -13,6 +13,7 @@ from torch import nn
 from sparse_mu.errors import check
 from sparse_mu.pruning import classifier_head
 from sparse_mu.unlearn.base import OneShot, UnlearnTask
+from sparse_mu.unlearn.layer_grads import grad_square_sums
 from sparse_mu.unlearn.per_sample import Grads, class_grads, log_likelihood, per_sample_grads
 
 EPS = 1e-8
@@ -23,6 +24,10 @@ class FisherForgetting(OneShot):
     (vectorised); theta += min(sqrt(alpha / F), 1e-3) * N(0, I), the noise x10 on the
     classifier bias. Every parameter is perturbed (BatchNorm and biases included); pruned
     weights get no noise.
+
+    F needs only sum_i g_i^2 and sum_i g_i: for Linear, Conv2d and BatchNorm layers they come
+    in closed form from activations and output gradients (`layer_grads.grad_square_sums`);
+    other nets get the per-sample gradients by vmap (`per_sample.per_sample_grads`).
     """
 
     variant = "per_sample"
@@ -33,14 +38,14 @@ class FisherForgetting(OneShot):
         check(alpha >= 0, f"{node}.alpha", ">= 0", alpha)
         self.alpha = alpha
         self.stats: Grads = {}
-        self.count = 0
+        self.count = self.per_sample_grads = 0
 
     def train_dataloader(self):
         return self.loader("retain", train=False)
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
-        self.stats, self.count = {}, 0
+        self.stats, self.count, self.per_sample_grads = {}, 0, 0
 
     def _accumulate(self, name: str, value: torch.Tensor) -> None:
         self.stats[name] = self.stats[name] + value if name in self.stats else value
@@ -48,10 +53,21 @@ class FisherForgetting(OneShot):
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
         keep = self.keep()
-        for grads in per_sample_grads(self.net, x, y, chunk_size=self.chunk, loss=log_likelihood, keep=keep):
-            for name, g in grads.items():
-                self._accumulate(name, (g + EPS).pow(2).sum(0))
+        sums = grad_square_sums(self.net, x, y, chunk_size=self.chunk)
+        if sums is None:  # a layer without a closed form: per-sample gradients by vmap
+            for grads in per_sample_grads(self.net, x, y, chunk_size=self.chunk, loss=log_likelihood, keep=keep):
+                for name, g in grads.items():
+                    self._accumulate(name, (g + EPS).pow(2).sum(0))
+        else:
+            # sum_i (k g_i + e)^2 = k sum_i g_i^2 + 2 e k sum_i g_i + n e^2, k the 0/1 mask
+            squares, totals = sums
+            for name, square in squares.items():
+                total = totals[name]
+                if keep and name in keep:
+                    square, total = square * keep[name], total * keep[name]
+                self._accumulate(name, square + 2 * EPS * total + len(x) * EPS**2)
         self.count += len(x)
+        self.per_sample_grads = self.count  # samples whose gradient entered F (for cost accounting)
 
     def new_value(self, name: str, param: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The perturbed value of parameter `name`, given standard normal `noise`."""

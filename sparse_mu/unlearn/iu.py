@@ -8,7 +8,8 @@ from torch import nn
 
 from sparse_mu.errors import check
 from sparse_mu.unlearn.base import OneShot, UnlearnTask
-from sparse_mu.unlearn.per_sample import flatten, per_sample_grads, summed_grad
+from sparse_mu.unlearn.layer_grads import grad_dots
+from sparse_mu.unlearn.per_sample import Grads, flatten, per_sample_grads, summed_grad
 
 
 class InfluenceUnlearning(OneShot):
@@ -18,9 +19,11 @@ class InfluenceUnlearning(OneShot):
 
     H^-1 v is the published WoodFisher recursion over m = `samples` single retain samples, drawn
     at random from the job seed (the published code takes the first 1000): k = v, o = g_1; for
-    every next g: t = o.g; k -= (k.g / (m + t)) o; o -= (t / (m + t)) o. The m gradients are
-    computed vectorised, `chunk` at a time; the recursion itself is sequential. Gradients and
-    the update are restricted to the unpruned coordinates.
+    every next g: t = o.g; k -= (k.g / (m + t)) o; o -= (t / (m + t)) o. The recursion is
+    sequential; it needs each g only through g.g_1 and g.v, computed batched from layer hooks
+    (`layer_grads.grad_dots`, forward-mode AD for other layers; see `inverse_hessian_product`).
+    Gradients and the update are restricted to the unpruned coordinates. `per_sample_grads`
+    (after the pass): m, the samples whose gradients entered.
     """
 
     def __init__(self, net: nn.Module, task: UnlearnTask, *, alpha: float = 10.0, samples: int = 1000,
@@ -32,6 +35,7 @@ class InfluenceUnlearning(OneShot):
         self.alpha, self.samples = alpha, samples
         self.sums: dict[str, torch.Tensor] = {}
         self.counts = {"retain": 0, "forget": 0}
+        self.per_sample_grads = 0
 
     def train_dataloader(self):
         # one pass over both sets; "max_size" gives None for the shorter one once it is exhausted
@@ -60,22 +64,50 @@ class InfluenceUnlearning(OneShot):
 
     @torch.no_grad()
     def inverse_hessian_product(self, v: torch.Tensor) -> torch.Tensor:
-        """The WoodFisher recursion applied to v (see the class docstring)."""
+        """The WoodFisher recursion applied to v (see the class docstring).
+
+        o only ever shrinks, so o = c g_1 and k = v - a g_1 for scalars c and a; the recursion
+        needs only g_j . g_1 and g_j . v of every later sample j (`sample_dots`), and runs on
+        those two numbers per sample, in order, exactly as on the vectors."""
         picked = self.recursion_samples()
-        m, keep = len(picked), self.keep()
-        k, o = v.clone(), None
-        loader = self.task.data.loader(picked, batch_size=self.chunk, train=False, device=self.device)
-        for x, y, _ in loader:
-            # torch.func.grad differentiates even under the outer no_grad
-            rows = flatten(next(per_sample_grads(self.net, x, y, chunk_size=len(x), keep=keep)))
-            for g in rows:
-                if o is None:
-                    o = g.clone()
-                    continue
-                t = o @ g
-                k -= (k @ g) / (m + t) * o
-                o -= t / (m + t) * o
-        return k
+        m = len(picked)
+        x, y, _ = next(iter(self.task.data.loader(picked[:1], batch_size=1, train=False, device=self.device)))
+        first = summed_grad(self.net, x, y, self.keep())
+        g1 = torch.cat([t.reshape(-1) for t in first.values()])
+        self.per_sample_grads = m
+        if m == 1:
+            return v.clone()
+        dots = self.sample_dots(picked[1:], [first, self.unflatten(v)]).double().tolist()
+        a, c = 0.0, 1.0
+        for d1, dv in zip(*dots, strict=True):
+            t = c * d1  # o . g
+            a += (dv - a * d1) / (m + t) * c  # k -= (k . g) / (m + t) o
+            c -= t / (m + t) * c  # o -= t / (m + t) o
+        return v - a * g1
+
+    def unflatten(self, flat: torch.Tensor) -> Grads:
+        """A flat vector over the trainable parameters as {name: tensor}."""
+        out, start = {}, 0
+        for name, p in self.net.named_parameters():
+            if p.requires_grad:
+                out[name] = flat[start:start + p.numel()].view_as(p)
+                start += p.numel()
+        return out
+
+    def sample_dots(self, picked: torch.Tensor, directions: list[Grads]) -> torch.Tensor:
+        """[len(directions), len(picked)]: the masked gradient of each sample's cross-entropy
+        dotted with each direction (directions already zero on pruned coordinates), from layer hooks
+        or forward-mode AD (`layer_grads.grad_dots`), or from vmapped per-sample gradients if a
+        layer has no forward-mode rule."""
+        rows = []
+        for x, y, _ in self.task.data.loader(picked, batch_size=self.batch_size, train=False, device=self.device):
+            try:
+                rows.append(grad_dots(self.net, x, y, directions, chunk_size=self.chunk))
+            except (NotImplementedError, RuntimeError):
+                flat = torch.stack([torch.cat([t.reshape(-1) for t in u.values()]) for u in directions])
+                for grads in per_sample_grads(self.net, x, y, chunk_size=self.chunk, keep=self.keep()):
+                    rows.append(flat @ flatten(grads).T)
+        return torch.cat(rows, dim=1)
 
     @torch.no_grad()
     def on_train_epoch_end(self) -> None:
