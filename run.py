@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sparse_mu.cache import global_rank
 from sparse_mu.errors import ConfigError
+from sparse_mu.launch import export_job, rank_argv
 
 log = logging.getLogger("sparse_mu")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -23,11 +23,14 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def main(cfg: DictConfig) -> dict | None:
     from sparse_mu import pipeline
+    from sparse_mu.cache import global_rank
     from sparse_mu.devices import gpu_for_job
     from sparse_mu.report import print_run
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:  # for DDP ranks > 0, which Lightning starts by rerunning argv
+        export_job(hc.overrides.task, out_dir, hc.job.num)
     try:
         with gpu_for_job(cfg, hc.job.num if hc.mode == RunMode.MULTIRUN else 0):
             metrics = pipeline.run(cfg, out_dir)
@@ -47,4 +50,5 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 if __name__ == "__main__":
+    sys.argv = rank_argv(sys.argv, os.environ)
     main()
