@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -14,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sparse_mu.errors import ConfigError
-from sparse_mu.launch import export_job, rank_argv
+from sparse_mu.launch import rank_argv, sweep_job
 
 log = logging.getLogger("sparse_mu")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -29,10 +30,11 @@ def main(cfg: DictConfig) -> dict | None:
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    if hc.mode == RunMode.MULTIRUN:  # for DDP ranks > 0, which Lightning starts by rerunning argv
-        export_job(hc.overrides.task, out_dir, hc.job.num)
+    multirun = hc.mode == RunMode.MULTIRUN
+    # a sweep job tells its DDP ranks > 0 (started by Lightning rerunning argv) to run only it
+    job = sweep_job(hc.overrides.task, out_dir, hc.job.num) if multirun else nullcontext()
     try:
-        with gpu_for_job(cfg, hc.job.num if hc.mode == RunMode.MULTIRUN else 0):
+        with job, gpu_for_job(cfg, hc.job.num if multirun else 0):
             metrics = pipeline.run(cfg, out_dir)
     except Exception as e:
         (out_dir / "FAILED").write_text(traceback.format_exc())

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 # The overrides of the sweep job that is starting DDP ranks, for those ranks (`rank_argv`).
 JOB_VAR = "SPARSE_MU_DDP_JOB"
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# What Lightning's DDP launcher sets in the launching process; while set, Lightning takes the
+# ranks as started already (the next job of a sweep would then start none).
+LIGHTNING_VARS = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def export_job(overrides: Sequence[str], out_dir: Path, num: int) -> None:
@@ -18,6 +22,27 @@ def export_job(overrides: Sequence[str], out_dir: Path, num: int) -> None:
     Lightning copies into them when it starts them."""
     args = [*overrides, f'hydra.run.dir="{out_dir}"', "hydra.output_subdir=null", f"hydra.job.num={num}"]
     os.environ[JOB_VAR] = json.dumps(args)
+
+
+@contextmanager
+def sweep_job(overrides: Sequence[str], out_dir: Path, num: int) -> Iterator[None]:
+    """Around one job of a sweep: `export_job` for its DDP ranks; afterwards its DDP process
+    group (if any) is closed and Lightning's variables are restored, so that the next job in this
+    process starts ranks of its own (its ranks > 0 end with the job)."""
+    before = {var: os.environ.get(var) for var in LIGHTNING_VARS}
+    export_job(overrides, out_dir, num)
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for var, value in before.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def rank_argv(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:

@@ -3,6 +3,7 @@ and DDP ranks > 0 leaving nothing in the temp directory."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -17,8 +18,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from sparse_mu import devices
 from sparse_mu.cache import ArtifactCache, global_rank, write_json
 from sparse_mu.devices import claim_gpu, gpu_for_job
-from sparse_mu.launch import JOB_VAR, JobTag, export_job, rank_argv
-from tests.conftest import compose_cfg
+from sparse_mu.launch import JOB_VAR, LIGHTNING_VARS, JobTag, export_job, rank_argv, sweep_job
+from tests.conftest import ROOT, TINY, compose_cfg
 
 
 @pytest.fixture
@@ -99,6 +100,18 @@ def test_a_ddp_rank_of_a_sweep_job_runs_only_that_job(monkeypatch, tmp_path):
     assert rank_argv(single, env) == single
 
 
+def test_a_sweep_job_restores_what_lightning_set_for_its_ranks(monkeypatch, tmp_path):
+    for var in (*LIGHTNING_VARS, JOB_VAR):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("NODE_RANK", "0")
+    with sweep_job(["seed=1"], tmp_path, 1):
+        assert json.loads(os.environ[JOB_VAR])[0] == "seed=1"
+        os.environ.update(LOCAL_RANK="0", NODE_RANK="0", WORLD_SIZE="2", MASTER_PORT="1234")  # as Lightning does
+    assert not [v for v in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT") if v in os.environ]
+    assert os.environ["NODE_RANK"] == "0"  # what was there before stays
+
+
 def test_log_lines_carry_the_job_number():
     record = logging.LogRecord("sparse_mu", logging.INFO, __file__, 1, "hello", None, None)
     fmt = logging.Formatter("%(job)s%(message)s")
@@ -134,3 +147,23 @@ def test_ddp_rank_builds_in_a_removed_temp_dir_then_uses_rank_0s(tmp_path, monke
     assert seen and seen[0].parent == temp and not seen[0].exists()
     assert art.file("w.txt").read_text() == "rank 0"
     assert list(temp.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ddp_sweep_launches_once_and_leaves_no_temp_files(tmp_path):
+    """`-m` with DDP: Lightning reruns the command for rank 1, which must run only its job."""
+    sweep, temp = tmp_path / "sweep", tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY,
+         "pruner=dense", "unlearner=ft,ga", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "TMPDIR": str(temp)},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert out.count("Launching 2 jobs") == 1
+    assert out.count("sweep: 2 runs finished") == 1  # the report, written once
+    assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1"]
+    assert not list(sweep.glob("*/*/metrics.json"))  # rank 1 wrote no run directories of its own
+    assert "[job 1] " in (sweep / "1" / "run.log").read_text()
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("sparse_mu-")]
