@@ -1,56 +1,7 @@
-"""sparse_mu entry point: `python run.py [group=option ...] [key=value ...]` (see --help)."""
+"""`python run.py [group=option ...] [key=value ...]` from a clone: the same as the installed
+`sparse-mu` command and `python -m sparse_mu` (sparse_mu/cli.py; see --help)."""
 
-from __future__ import annotations
-
-import logging
-import os
-import sys
-import traceback
-from contextlib import nullcontext
-from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-from sparse_mu.errors import ConfigError
-from sparse_mu.launch import rank_argv, sweep_job
-
-log = logging.getLogger("sparse_mu")
-os.environ.setdefault("WANDB_SILENT", "true")
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="run")
-def main(cfg: DictConfig) -> dict | None:
-    from sparse_mu import pipeline
-    from sparse_mu.cache import global_rank
-    from sparse_mu.devices import gpu_for_job
-    from sparse_mu.report import print_run
-
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    # a sweep job tells its DDP ranks > 0 (started by Lightning rerunning argv) to run only it
-    job = sweep_job(hc.overrides.task, out_dir, hc.job.num) if multirun else nullcontext()
-    try:
-        with job, gpu_for_job(cfg, hc.job.num if multirun else 0):
-            metrics = pipeline.run(cfg, out_dir)
-    except Exception as e:
-        (out_dir / "FAILED").write_text(traceback.format_exc())
-        if isinstance(e, ConfigError):
-            log.error("error: %s", e)
-        else:
-            log.exception("run failed; traceback in %s", out_dir / "FAILED")
-        if hc.mode == RunMode.MULTIRUN:
-            return None  # the sweep goes on; the report lists FAILED jobs
-        sys.exit(1)
-    if global_rank() == 0:  # under DDP every rank runs the job; one reports it
-        print_run(metrics)
-        log.info("results: %s", out_dir / "metrics.json")
-    return metrics
-
+from sparse_mu.cli import main
 
 if __name__ == "__main__":
-    sys.argv = rank_argv(sys.argv, os.environ)
     main()

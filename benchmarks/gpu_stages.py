@@ -16,7 +16,7 @@ timing does not depend on the pixels; `--data` takes a real CIFAR-10 .npz instea
    synchronisations (a per-step sync would show as one per batch).
 2. stages: `python run.py`'s pipeline with `pruner=dense forget=random forget.fraction=0.1`
    (the paper's random forgetting) and, one run each, the unlearners FT (`--ft-epochs`, paper 10),
-   Retrain (`--retrain-epochs`, paper 182), and FF, IU where conf/unlearner has them (their
+   Retrain (`--retrain-epochs`, paper 182), and FF, IU where sparse_mu/conf/unlearner has them (their
    per-sample-gradient chunks sized by `--memory-mb`); the stage time is the unlearning loop's
    `RTE_s` (device synchronised), as in metrics.json.
 """
@@ -119,7 +119,7 @@ def stages_section(args: argparse.Namespace, data: Path, work: Path) -> None:
               f"UA {m['UA']:.1f} RA {m['RA']:.1f} TA {m['TA']:.1f}")
         print(f"{name}_s={m['RTE_s']:.1f}")
     if missing:
-        print(f"not in conf/unlearner on this branch, not timed: {', '.join(missing)}")
+        print(f"not in sparse_mu/conf/unlearner on this branch, not timed: {', '.join(missing)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,10 +42,10 @@ def machine(device: torch.device) -> str:
 
 
 def conf_dir() -> Path:
-    """The conf/ folder of the sparse_mu being benchmarked (PYTHONPATH may name another copy)."""
+    """The sparse_mu/conf/ folder of the sparse_mu being benchmarked (PYTHONPATH may name another copy)."""
     import sparse_mu
 
-    return Path(sparse_mu.__file__).resolve().parents[1] / "conf"
+    return Path(sparse_mu.__file__).resolve().parent / "conf"
 
 
 def compose(overrides: list[str]):

@@ -47,7 +47,7 @@ def step_rates(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="small_cnn,resnet20s", help="comma-separated conf/arch options")
+    p.add_argument("--arch", default="small_cnn,resnet20s", help="comma-separated sparse_mu/conf/arch options")
     p.add_argument("--shapes", default="3x32x256,1x8x64", help="CxSIZExBATCH cases, comma-separated")
     p.add_argument("--steps", type=int, default=8, help="interleaved rounds")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))

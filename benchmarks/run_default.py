@@ -11,7 +11,7 @@
 - warm: the same command again: base model, pruned model, Retrain reference and the original
   model's metrics come from the cache; FT and its evaluation run.
 - sweep: `python run.py -m +experiment=table3_tiny tuning=none` when every unlearner it lists exists in
-  conf/unlearner, else `python run.py -m unlearner=ft,retrain pruner=dense,omp seed=0,1` (8 jobs),
+  sparse_mu/conf/unlearner, else `python run.py -m unlearner=ft,retrain pruner=dense,omp seed=0,1` (8 jobs),
   on an empty cache, one job after another.
 
 Each figure is the wall time of the whole process (Python start-up, imports, W&B offline
@@ -52,7 +52,7 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]
 
 def sweep_overrides() -> tuple[list[str], str]:
     """The Table-3 preset if every unlearner it sweeps exists, else the fallback sweep."""
-    conf = harness.ROOT / "conf"
+    conf = harness.ROOT / "sparse_mu" / "conf"
     preset = conf / "experiment" / "table3_tiny.yaml"
     if preset.is_file():
         params = OmegaConf.load(preset).hydra.sweeper.params
@@ -61,7 +61,7 @@ def sweep_overrides() -> tuple[list[str], str]:
             # tuning=paper, whose step-matched budgets make FT and l1-sparse 9x longer)
             untuned = ["tuning=none"] if (conf / "tuning" / "none.yaml").is_file() else []
             return ["+experiment=table3_tiny", *untuned], "table3_tiny preset"
-    return FALLBACK_SWEEP, "fallback (table3_tiny needs unlearners not in conf/unlearner yet)"
+    return FALLBACK_SWEEP, "fallback (table3_tiny needs unlearners not in sparse_mu/conf/unlearner yet)"
 
 
 def measure(root: Path, sweep: list[str] | None) -> dict[str, tuple[float, float]]:

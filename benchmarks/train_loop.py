@@ -8,7 +8,7 @@ Contenders, each fitting a freshly initialised net for `--epochs` epochs of `--n
 (a seeded subset of D) at `--batch-size`, trials alternating ours / plain / dataloader:
 
 - ours: the framework as the pipeline runs it. `Job.fit` builds a Lightning Trainer from
-  conf/trainer/default.yaml with the configured callbacks, the MaskEnforcer (a magnitude mask of
+  sparse_mu/conf/trainer/default.yaml with the configured callbacks, the MaskEnforcer (a magnitude mask of
   `--sparsity`; 0 runs dense and attaches none), a CSV logger and a `last.ckpt` every epoch, and
   fits the base-model profile `Classifier` (SGD, step schedule) on our `TensorLoader`.
 - plain: an eager loop over the same in-memory uint8 tensor: the same batched crop/flip
@@ -56,7 +56,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="an .npz (x_train, y_train[, x_test, y_test]), 'synthetic' (CIFAR-sized) or "
                         "'digits' (8x8, the default run's); default: ../shared/data/cifar10_small.npz if "
                         "present, else synthetic")
-    p.add_argument("--arch", default="small_cnn", help="comma-separated conf/arch options")
+    p.add_argument("--arch", default="small_cnn", help="comma-separated sparse_mu/conf/arch options")
     p.add_argument("--n-train", type=int, default=1024, help="images per epoch")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed-0 line searches behind conf/tuned/paper/<dataset>_<method>.yaml (docs/reproduction.md):
+# The seed-0 line searches behind sparse_mu/conf/tuned/paper/<dataset>_<method>.yaml (docs/reproduction.md):
 # dense and 95 % OMP, class-wise and random forgetting, one sweep per method, into
 # $SWEEPS/tune_<dataset>/<method> (SWEEPS defaults to outputs/sweeps). The data set and model
 # come from the arguments, which are Hydra overrides for every sweep:

@@ -7,7 +7,7 @@ from typing import Any
 from hydra.utils import instantiate
 
 
-def build(node: Any, **runtime: Any) -> Any:
+def build(node: Any, /, **runtime: Any) -> Any:
     """Instantiate a `_target_` node, passing runtime objects (net, data, mask) directly.
 
     Hydra would merge keyword arguments into the config first, turning dataclass objects into

@@ -25,7 +25,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -42,11 +42,12 @@ from sparse_mu.callbacks import LAST, MaskEnforcer, StageTimer, last_checkpoint
 from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, Diverged, check
+from sparse_mu.failures import save_results
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
+from sparse_mu.loggers import finish_loggers, job_loggers, log_stage_curves
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
     GAP_KEYS,
-    NESTED,
     accuracy,
     disparity_average,
     evaluate,
@@ -67,6 +68,7 @@ from sparse_mu.pruning import (
 )
 from sparse_mu.transfer import LinearProbe, adapt, feature_extractor, features
 from sparse_mu.unlearn import Unlearner, UnlearnTask
+from sparse_mu.validation import validate
 
 log = logging.getLogger("sparse_mu")
 
@@ -193,7 +195,7 @@ class Job:
                      seed=self.seed, **extra)
 
     def unlearner(self, node: DictConfig, net: nn.Module, task: UnlearnTask) -> Unlearner:
-        return build(node, net=net, task=task, seed=self.seed)
+        return build(node, net=net, task=task, seed=self.seed, node=node._key())  # messages name the node
 
     def outputs(self, net: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax outputs and labels of `net` on `indices`, eval transforms."""
@@ -233,6 +235,7 @@ def resolve_speed_settings(cfg: DictConfig, device: torch.device) -> None:
 
 def setup(cfg: DictConfig, out_dir: Path) -> Job:
     """Instantiate and check every component before any training: bad input fails here."""
+    validate(cfg)  # every setting's type, and unknown keys (sparse_mu.validation)
     L.seed_everything(int(cfg.seed), verbose=False)
     device = pick_device(cfg)
     resolve_speed_settings(cfg, device)
@@ -271,6 +274,64 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     return job
 
 
+# -- cache keys: what each stage computes from -------------------------------------------------
+# Pure functions of the job (tests/test_cache_keys.py): every setting that changes what a stage
+# computes is in its key, directly or through the key of the stage it starts from; the
+# `_OPERATIONAL` settings, `fast.*`, loggers, callbacks and paths are in none.
+
+def forget_key(forget: ForgetSet) -> str:
+    return stable_hash(forget.to_json())
+
+
+def eval_key(job: Job) -> dict:
+    return {"eval": _plain(job.cfg.eval), "forget": forget_key(job.forget), "seed": job.seed}
+
+
+def trainer_key(job: Job) -> dict:
+    return _without(job.cfg.trainer, "trainer")
+
+
+def base_inputs(job: Job, retain: bool = False) -> dict:
+    """The base stage's key: the data, the architecture, the seed and, when the dense model is
+    trained, the training profile and the trainer (D_r instead of D if `retain`)."""
+    data_key = {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
+    inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "seed": job.seed}
+    if job.pruner.needs_trained_base:
+        inputs |= {"train": _plain(job.cfg.train), "trainer": trainer_key(job)}
+    else:
+        inputs["init_only"] = True
+    if retain:
+        inputs["retain_of"] = forget_key(job.forget)
+    return inputs
+
+
+def prune_inputs(job: Job, base_key: str, retain: bool = False, epochs: int | None = None) -> dict:
+    """The prune stage's key: the base model's, the pruner's settings and the retraining's."""
+    inputs = {"base": base_key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train),
+              **job.pruner.inputs()}
+    if not job.pruner.needs_trained_base:
+        # an init-only base key holds no trainer settings, yet the retraining runs under them
+        inputs["trainer"] = trainer_key(job)
+    if retain:
+        inputs["retain_of"] = forget_key(job.forget)
+    if epochs is not None:
+        inputs["epochs"] = epochs
+    return inputs
+
+
+def original_inputs(job: Job, pruned_key: str) -> dict:
+    return {"pruned": pruned_key, **eval_key(job)}
+
+
+def reference_inputs(job: Job, pruned_key: str) -> dict:
+    return {"pruned": pruned_key, "reference": _plain(job.cfg.reference), "trainer": trainer_key(job), **eval_key(job)}
+
+
+def unlearn_inputs(job: Job, pruned_key: str) -> dict:
+    """The unlearning run's checkpoint folder (a scratch key: the run itself is never cached)."""
+    return {"pruned": pruned_key, "unlearner": _plain(job.cfg.unlearner), "trainer": trainer_key(job), **eval_key(job)}
+
+
 # -- stages ----------------------------------------------------------------------------------
 
 def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
@@ -280,14 +341,7 @@ def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
     imported checkpoint) get an artifact with the initial weights alone: no training.
     """
     trained = job.pruner.needs_trained_base
-    data_key = {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
-    inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "seed": job.seed}
-    if trained:
-        inputs |= {"train": _plain(job.cfg.train), "trainer": _without(job.cfg.trainer, "trainer")}
-    else:
-        inputs["init_only"] = True
-    if retain:
-        inputs["retain_of"] = forget_key(job.forget)
+    inputs = base_inputs(job, retain)
 
     def make(work: Path, ckpt: Path) -> dict:
         L.seed_everything(job.seed, verbose=False)
@@ -316,12 +370,7 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
     """
     if isinstance(job.pruner, Dense):
         return None, base.final, None
-    inputs = {"base": base_art.key, "pruner": _plain(job.cfg.pruner), "train": _plain(job.cfg.train),
-              **job.pruner.inputs()}
-    if retain:
-        inputs["retain_of"] = forget_key(job.forget)
-    if epochs is not None:
-        inputs["epochs"] = epochs
+    inputs = prune_inputs(job, base_art.key, retain, epochs)
 
     def make(work: Path, ckpt: Path) -> dict:
         rounds: list[float] = []
@@ -341,7 +390,9 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
             save_tensors(state, done)
             return state
 
-        state, mask = job.pruner.prune(job.make_net(), base, train)
+        # pruners that score a few training samples (SNIP, GraSP) see D, or D_r when un-pruning
+        extra = {"data": (job.data, job.forget.retain if retain else job.data.train)} if job.pruner.needs_data else {}
+        state, mask = job.pruner.prune(job.make_net(), base, train, **extra)
         for done in work.glob("round*.pt"):
             done.unlink()
         save_tensors(state, work / "model.pt")
@@ -354,20 +405,12 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
     return art, load_tensors(art.file("model.pt")), Mask.load(art.file("mask.pt"))
 
 
-def forget_key(forget: ForgetSet) -> str:
-    return stable_hash(forget.to_json())
-
-
-def eval_key(job: Job) -> dict:
-    return {"eval": _plain(job.cfg.eval), "forget": forget_key(job.forget), "seed": job.seed}
-
-
 def original_stage(job: Job, pruned_key: str, state: State) -> dict:
     """Metrics of the model before unlearning (cached: the MIA fits are not free)."""
     def make(work: Path, ckpt: Path) -> dict:
         return {"metrics": job.metrics(job.net_with(state))}
 
-    return job.cache.get_or_build("original", {"pruned": pruned_key, **eval_key(job)}, make).meta["metrics"]
+    return job.cache.get_or_build("original", original_inputs(job, pruned_key), make).meta["metrics"]
 
 
 def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
@@ -382,8 +425,7 @@ def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: B
 
 def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights) -> Artifact:
     """Retrain on D_r with the same model, mask, forget set and seed (cached)."""
-    inputs = {"pruned": pruned_key, "reference": _plain(job.cfg.reference),
-              "trainer": _without(job.cfg.trainer, "trainer"), **eval_key(job)}
+    inputs = reference_inputs(job, pruned_key)
 
     def make(work: Path, ckpt: Path) -> dict:
         logger = CSVLogger(work, name="logs", version="")
@@ -511,48 +553,6 @@ def unprune_metrics(job: Job, base_art: Artifact, base: BaseWeights, mask: Mask,
 
 # -- outputs ---------------------------------------------------------------------------------
 
-def job_loggers(job: Job) -> list[Logger]:
-    """The configured loggers (CSV, W&B, ...) writing into the run directory."""
-    names = choices(job.cfg)
-    loggers = []
-    for node in job.cfg.logger.values():
-        if node is None or "_target_" not in node:  # e.g. a preset's logger.wandb.group after logger=csv
-            continue
-        if not node._target_.endswith("WandbLogger"):
-            loggers.append(build(node, save_dir=str(job.out_dir)))
-            continue
-        tags = [f"{g}={v}" for g, v in names.items()] + [f"seed={job.seed}"]
-        group = node.get("group")
-        if group is None and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-            # one W&B group per sweep: the preset's name, else the sweep directory's
-            hc = HydraConfig.get()
-            group = hc.runtime.choices.get("experiment") or Path(hc.sweep.dir).name
-        name = node.get("name") or f"{names['unlearner']}-{names['pruner']}-{names['forget']}-s{job.seed}"
-        loggers.append(build(node, save_dir=str(job.out_dir), name=name, group=group, tags=tags,
-                             config=OmegaConf.to_container(job.cfg, resolve=True)))
-    return loggers
-
-
-def finish_loggers(loggers: list[Logger], metrics: dict, status: str) -> None:
-    """Final metrics and the results table to every logger; W&B is finished either way."""
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for name in NESTED:
-        flat.update({f"{name}/{k}": v for k, v in (metrics.get(name) or {}).items() if isinstance(v, (int, float))})
-    for lg in loggers:
-        if metrics:
-            lg.log_metrics({f"final/{k}": v for k, v in flat.items()})
-            if isinstance(lg, WandbLogger):
-                lg.experiment.summary.update(flat)
-                rows = [[k, metrics["original"].get(k), metrics.get(k), (metrics["retrain"] or {}).get(k),
-                         (metrics["gap"] or {}).get(k)] for k in GAP_KEYS]
-                lg.log_table("results", columns=["metric", "original", "unlearned", "retrain", "gap"], data=rows)
-        lg.finalize(status)
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        wandb.finish(exit_code=0 if status == "success" else 1)
-
-
 def quiet_libraries() -> None:
     """Keep the console for our progress and results, not library chatter."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -586,7 +586,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     reference = reference_stage(job, pruned_key, state, mask, base) if cfg.eval.retrain_reference else None
     original = original_stage(job, pruned_key, state)
 
-    loggers = job_loggers(job) if rank0 else []
+    loggers = job_loggers(cfg, out_dir, choices(cfg)) if rank0 else []
+    log_stage_curves(loggers, {"base": base_art.path, "prune": prune_art and prune_art.path,
+                               "reference": reference and reference.path})
     metrics: dict = {}
     try:
         if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference):
@@ -594,9 +596,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
             net = job.net_with(load_tensors(reference.file("model.pt")))
             seconds, settings = reference.meta["metrics"]["RTE_s"], reference.meta["settings"]
         else:
-            inputs = {"pruned": pruned_key, "unlearner": _plain(cfg.unlearner),
-                      "trainer": _without(cfg.trainer, "trainer"), **eval_key(job)}
-            with job.cache.scratch("unlearn", inputs) as ckpt:
+            with job.cache.scratch("unlearn", unlearn_inputs(job, pruned_key)) as ckpt:
                 net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn",
                                                  loggers or False, ckpt)
         metrics = assemble(job, net, seconds, settings, original, reference, pruned_key, base_art)
@@ -608,7 +608,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
             metrics |= unpruned
         metrics["wall_s"] = round(time.time() - start, 3)
         if rank0:
-            write_json(out_dir / "metrics.json", metrics)
+            save_results(out_dir / "metrics.json", metrics)  # never lost: a temp file if this fails
     finally:
         finish_loggers(loggers, metrics, "success" if metrics else "failed")
     return metrics

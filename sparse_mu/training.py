@@ -38,7 +38,9 @@ class TrainLoop(L.LightningModule):
                  gamma: float = 0.1, warmup_epochs: int = 0, label_smoothing: float = 0.0,
                  rho: float = 2.0, adaptive: bool = True, seed: int = 0, node: str = "unlearner"):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "task", "data", "indices", "features", "labels"])
+        # logger=False: the run's config is logged once, nested (sparse_mu.loggers), not as
+        # ambiguous top-level keys (`lr`, `epochs`) of whichever loop ran last
+        self.save_hyperparameters(ignore=["net", "task", "data", "indices", "features", "labels"], logger=False)
         check(epochs >= 1, f"{node}.epochs", "an integer >= 1", epochs)
         check(batch_size >= 1, f"{node}.batch_size", "an integer >= 1", batch_size)
         check(lr > 0, f"{node}.lr", "> 0", lr)

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "sparse_mu" / "conf"
 CIFAR_SMALL = ROOT.parent / "shared" / "data" / "cifar10_small.npz"
 
 os.environ.setdefault("WANDB_MODE", "offline")

@@ -20,6 +20,8 @@ CASES = {
     "missing npz": (["dataset=npz", "dataset.path=nowhere.npz"], "dataset.path must name an existing .npz file"),
     "malformed npz": (["dataset=npz", "dataset.path={bad}"], "lacks ['x_train', 'y_train']"),
     "backdoor trigger": (["forget=backdoor", "forget.trigger_size=9"], "forget.trigger_size must be at most 6"),
+    "type of a setting": (["seed=abc"], "seed must be an integer in [0, 4294967295]; got 'abc'"),
+    "unknown key": (["+unlearner.nosuch=1"], "unlearner.nosuch is not a setting of unlearner"),
     "transfer target": (["transfer=linear_probe", "dataset@transfer.dataset=npz", "transfer.dataset.path=nowhere.npz"],
                         "transfer.dataset.path must name an existing .npz file"),
 }

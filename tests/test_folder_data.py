@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import torch
 from PIL import Image
 
 from sparse_mu import pipeline
+from sparse_mu.config import build
 from sparse_mu.data import Folder, prepare
 from sparse_mu.errors import ConfigError
+from tests.conftest import compose_cfg
 
 CLASSES = ("n01", "n02", "n03")
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
@@ -149,3 +152,35 @@ def test_pipeline_on_a_folder_data_set(tiny_cfg, tmp_path):
     m = pipeline.run(cfg, tmp_path / "run")
     assert m["dataset"] == "folder" and m["forget_size"] == 18  # class 0 of D (20 minus 2 for validation)
     assert m["sparsity"] == pytest.approx(50, abs=0.1)
+
+
+def imagefolder_tree(root, per_class=20, per_test=4, size=12):
+    """A plain ImageFolder tree: train/<class>/ and test/<class>/."""
+    for c, name in enumerate(("cat", "dog", "emu")):
+        for i in range(per_class):
+            _png(root / "train" / name / f"{i}.png", size, 100 * c + i)
+        for i in range(per_test):
+            _png(root / "test" / name / f"{i}.png", size, 1000 + 100 * c + i)
+    return root
+
+
+def test_generic_folder_option_runs_quietly_on_any_imagefolder_tree(tiny_cfg, tmp_path, capfd):
+    """`dataset=folder dataset.root=...`: train/ and test/ class folders. DataLoader workers (8,
+    clamped to the usable cores) print no tracebacks and no warnings."""
+    root = imagefolder_tree(tmp_path / "pets")
+    cfg = tiny_cfg("dataset=folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.resize=8",
+                   "dataset.workers=8", "dataset.batch_size=16", "train.epochs=2", "unlearner.epochs=1",
+                   "reference.epochs=1", "arch.width=8", "pruner.sparsity=0.5")
+    m = pipeline.run(cfg, tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "split_indices.json").read_text())
+    assert len(split["test"]) == 12  # the test/ folder
+    assert m["forget_size"] == 18  # class 0 of D (20 minus 2 for validation)
+    err = capfd.readouterr().err
+    assert "can only test a child process" not in err and "Exception ignored" not in err, err
+    assert "Warning" not in err, err
+
+
+def test_generic_folder_needs_a_root():
+    cfg = compose_cfg(["dataset=folder"])
+    with pytest.raises(ConfigError, match="dataset.root"):
+        prepare(build(cfg.dataset))

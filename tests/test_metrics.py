@@ -54,3 +54,10 @@ def test_gaps_and_disparity_average():
     g = gaps(m, ref)
     assert g == {"UA": -5.0, "RA": -1.0, "TA": -4.0, "MIA_efficacy": -10.0}
     assert disparity_average(g) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("key", ["UA", "RA", "TA", "MIA_efficacy"])
+def test_a_nan_gap_makes_the_disparity_average_nan(key):
+    """Never the mean over the other three."""
+    g = {"UA": -5.0, "RA": -1.0, "TA": -4.0, "MIA_efficacy": -10.0} | {key: float("nan")}
+    assert math.isnan(disparity_average(g))

@@ -28,7 +28,7 @@ from sparse_mu.models import (
 from sparse_mu.pruning import classifier_head as classifier_head_name
 from sparse_mu.pruning import prunable_weights
 
-ARCH_DIR = Path(__file__).resolve().parents[1] / "conf" / "arch"
+ARCH_DIR = Path(__file__).resolve().parents[1] / "sparse_mu" / "conf" / "arch"
 
 # name -> (constructor, expected head name, also works on 8x8 one-channel digits)
 ARCHS: dict[str, tuple[Callable[..., nn.Module], str, bool]] = {

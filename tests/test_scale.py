@@ -100,6 +100,7 @@ def test_table3_tiny_sweep_trains_each_base_model_once(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, "run.py", "-m", "+experiment=table3_tiny", *TINY,
+         "unlearner=retrain,ft,ga,l1_sparse",  # four of the preset's rows show the same mechanics
          f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"],
         cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )
@@ -115,4 +116,4 @@ def test_table3_tiny_sweep_trains_each_base_model_once(tmp_path):
     assert "## digits / small_cnn, forget: class" in report and "## digits / small_cnn, forget: random" in report
     for method in ("| retrain |", "| ft |", "| ga |", "| l1_sparse |"):
         assert method in report
-    assert list(sweep.glob("metrics_vs_sparsity_*.png"))
+    assert list(sweep.glob("metrics_*.png"))

@@ -51,7 +51,7 @@ def test_unpruning_end_to_end(tiny_cfg, tmp_path):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["pruner=dense"], "pruner must be a pruner of the trained dense model"),
     (["pruner=synflow"], "pruner must be a pruner of the trained dense model"),
-    (["unprune.finetune_epochs=0"], "unprune.finetune_epochs must be null"),
+    (["unprune.finetune_epochs=0"], "unprune.finetune_epochs must be an integer >= 1 or null"),
 ])
 def test_bad_unprune_settings_fail_before_training(tiny_cfg, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

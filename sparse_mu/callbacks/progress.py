@@ -11,6 +11,25 @@ from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 log = logging.getLogger("sparse_mu")
 
 
+def stage_of(pl_module) -> str:
+    """The stage a loop belongs to ("base", "prune 1", "retrain reference", "unlearn", ...)."""
+    return getattr(pl_module, "stage", type(pl_module).__name__)
+
+
+class StageBar(RichProgressBar):
+    """Lightning's rich bar, described by the stage and epochs 1..E (`unlearn: epoch 3/10`)
+    instead of `Epoch 2/9` for every loop alike, and without the logger's `v_num`."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        total = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs is not None else ""
+        return f"{stage_of(self.trainer.lightning_module)}: epoch {current_epoch + 1}{total}"
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
 class QuietProgress(ProgressBar):
     """Logs `lines` evenly spaced epoch summaries per training loop, nothing per step."""
 
@@ -35,13 +54,12 @@ class QuietProgress(ProgressBar):
         if not self._enabled or (e % every and e != total):
             return
         metrics = {k.split("/")[-1]: f"{float(v):.4f}" for k, v in trainer.progress_bar_metrics.items()}
-        stage = getattr(pl_module, "stage", type(pl_module).__name__)
-        log.info("%s: epoch %d/%d %s (%.1fs)", stage, e, total,
+        log.info("%s: epoch %d/%d %s (%.1fs)", stage_of(pl_module), e, total,
                  " ".join(f"{k}={v}" for k, v in metrics.items()), time.perf_counter() - self._start)
 
 
 def progress_bar(interactive: bool | None = None, lines: int = 5) -> ProgressBar:
-    """RichProgressBar if stdout is a terminal (or `interactive`), else `QuietProgress`."""
+    """`StageBar` (rich) if stdout is a terminal (or `interactive`), else `QuietProgress`."""
     if interactive is None:
         interactive = sys.stdout.isatty()
-    return RichProgressBar(leave=False) if interactive else QuietProgress(lines)
+    return StageBar(leave=False) if interactive else QuietProgress(lines)

@@ -114,6 +114,9 @@ def prepare(source: Source) -> ImageData:
     std = torch.tensor(source.std, dtype=torch.float32) if source.std is not None else std
     check(len(mean) == len(std) == x.shape[1], "dataset.mean/dataset.std",
           f"lists of {x.shape[1]} per-channel values", (source.mean, source.std))
+    check(bool((std > 0).all()) and bool(torch.isfinite(std).all()), "dataset.std",
+          "positive per-channel standard deviations", source.std if source.std is not None else std.tolist())
+    check(bool(torch.isfinite(mean).all()), "dataset.mean", "finite per-channel means", source.mean)
     return ImageData(
         name=source.name, x=x, y=y, train=train, val=val, test=test, classes=classes, mean=mean,
         std=std, augment=Augment(source.crop_padding, source.flip), fingerprint=fingerprint,

@@ -1,13 +1,16 @@
-"""Image-folder data sets (ImageNet, Tiny-ImageNet) streamed from disk by DataLoader workers.
+"""Image-folder data sets (any ImageFolder tree, ImageNet, Tiny-ImageNet) streamed from disk by
+DataLoader workers.
 
 `FolderData` has the interface of the in-memory `ImageData` that the pipeline uses (index sets,
 labels, `loader(indices, ...)` yielding `(x, y, idx)`), with the same split rules
 (`sparse_mu.data.dataset.split`): the official train folder, then the official validation
-folder as the test set; 10 % of every train class held out for validation.
+folder (`test_dir`: val for ImageNet, test for `dataset=folder`) as the test set; 10 % of every
+train class held out for validation.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -39,12 +42,12 @@ def _tiny_val(val: Path, class_to_idx: dict[str, int]) -> list[Sample]:
     return sorted(samples)
 
 
-def scan(root: Path) -> tuple[list[str], list[Sample], list[Sample] | None]:
-    """(classes, train samples, test samples or None) of an ImageNet or Tiny-ImageNet tree.
+def scan(root: Path, test_dir: str = "val") -> tuple[list[str], list[Sample], list[Sample] | None]:
+    """(classes, train samples, test samples or None) of an ImageFolder tree.
 
-    root/train/<class>/**/<image>; the test set is root/val/<class>/<image> (ImageNet after the
-    usual val preparation) or root/val/images + val_annotations.txt (Tiny-ImageNet); without a
-    val folder there is none.
+    root/train/<class>/**/<image>; the test set is root/<test_dir>/<class>/<image> (ImageNet after
+    the usual val preparation, any ImageFolder tree's test/) or root/<test_dir>/images +
+    val_annotations.txt (Tiny-ImageNet); without that folder there is none.
     """
     train = root / "train"
     if not train.is_dir():
@@ -52,7 +55,7 @@ def scan(root: Path) -> tuple[list[str], list[Sample], list[Sample] | None]:
     try:
         classes, class_to_idx = find_classes(str(train))
         train_samples = make_dataset(str(train), class_to_idx, extensions=IMG_EXTENSIONS)
-        val = root / "val"
+        val = root / test_dir
         if (val / "val_annotations.txt").is_file():
             test_samples = _tiny_val(val, class_to_idx)
         elif val.is_dir():
@@ -70,6 +73,11 @@ def fingerprint(root: Path, samples: list[Sample]) -> str:
     for path, label in sorted(samples):
         h.update(f"{os.path.relpath(path, root)}\0{os.path.getsize(path)}\0{label}\n".encode())
     return h.hexdigest()
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (the most DataLoader workers that help)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Images(torch.utils.data.Dataset):
@@ -100,6 +108,7 @@ class FolderLoader:
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.sampler = EpochSampler(len(indices), shuffle, seed)
+        workers = min(workers, usable_cpus())  # more only slow it down (and make torch warn)
         self.loader = torch.utils.data.DataLoader(
             _Images(samples, indices, transform), batch_size=batch_size, sampler=self.sampler,
             num_workers=workers, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
@@ -109,6 +118,10 @@ class FolderLoader:
         return len(self.loader)
 
     def __iter__(self):
+        if self.loader.num_workers:
+            # Forked workers inherit the parent's uncollected garbage; an earlier loader's
+            # iterator among it, collected in a worker, prints "can only test a child process".
+            gc.collect()
         for x, y, idx in self.loader:
             yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
                    idx.to(self.device, non_blocking=True))
@@ -152,7 +165,8 @@ class Folder(Source):
     Training: `train_crop: random_resized` (RandomResizedCrop to `image_size`, ImageNet) or
     `padded` (a random `image_size` crop of the image padded by `crop_padding`, Tiny-ImageNet's
     64x64), then a horizontal flip if `flip`. Evaluation: resize the short side to `resize` (null:
-    keep) and centre-crop `image_size`. `mean`/`std` are required. `workers` DataLoader processes
+    keep) and centre-crop `image_size`; `padded` training crops resize the same way first.
+    `mean`/`std` are required. `test_dir`: the subfolder of the test set (see `scan`). `workers` DataLoader processes
     decode images (persistent across epochs).
     """
 
@@ -162,15 +176,17 @@ class Folder(Source):
     resize: int | None = 256
     train_crop: str = "random_resized"
     workers: int = 8
+    test_dir: str = "val"
 
     def transforms(self) -> tuple[T.Compose, T.Compose]:
         normalise = [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        resize = [T.Resize(self.resize)] if self.resize else []
         if self.train_crop == "random_resized":
-            crop = T.RandomResizedCrop(self.image_size)
+            crop = [T.RandomResizedCrop(self.image_size)]
         else:
-            crop = T.RandomCrop(self.image_size, padding=self.crop_padding or None, pad_if_needed=True)
-        train = [crop] + ([T.RandomHorizontalFlip()] if self.flip else []) + normalise
-        evaluate = ([T.Resize(self.resize)] if self.resize else []) + [T.CenterCrop(self.image_size)] + normalise
+            crop = [*resize, T.RandomCrop(self.image_size, padding=self.crop_padding or None, pad_if_needed=True)]
+        train = crop + ([T.RandomHorizontalFlip()] if self.flip else []) + normalise
+        evaluate = resize + [T.CenterCrop(self.image_size)] + normalise
         return T.Compose(train), T.Compose(evaluate)
 
     def prepare(self) -> FolderData:
@@ -180,8 +196,9 @@ class Folder(Source):
         check(self.workers >= 0, "dataset.workers", ">= 0", self.workers)
         check(self.mean is not None and self.std is not None and len(self.mean) == len(self.std) == 3,
               "dataset.mean/dataset.std", "lists of 3 per-channel values for a folder data set", (self.mean, self.std))
+        check(bool(self.root), "dataset.root", "the folder holding train/<class>/<image>", self.root)
         root = Path(self.root).expanduser()
-        classes, train, test = scan(root)
+        classes, train, test = scan(root, self.test_dir)
         y_train = torch.tensor([label for _, label in train], dtype=torch.long)
         y_test = torch.tensor([label for _, label in test], dtype=torch.long) if test is not None else None
         order, y, train_idx, val_idx, test_idx = split(self, y_train, y_test)

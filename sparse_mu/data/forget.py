@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,6 +26,8 @@ class ForgetSet:
     retain: torch.Tensor
     classes: tuple[int, ...] = ()
     backdoor: BackdoorForget | None = None
+    fine_class: int | None = None  # sub-class forgetting: the forgotten fine class
+    fine_test: torch.Tensor | None = None  # ... and its test images (dataset indices)
 
     @property
     def class_idx(self) -> int | list[int] | None:
@@ -36,12 +40,21 @@ class ForgetSet:
         """Which `labels` belong to a forgotten class (all False unless class-wise)."""
         return torch.isin(labels, torch.tensor(self.classes, dtype=labels.dtype, device=labels.device))
 
+    def forgotten_test(self, data: ImageData) -> torch.Tensor:
+        """Which test images (a mask over `data.test`) belong to what was forgotten: a forgotten
+        class, or in sub-class forgetting the forgotten fine class (its coarse label is kept)."""
+        if self.fine_test is not None:
+            return torch.isin(data.test, self.fine_test)
+        return self.forgotten(data.y[data.test])
+
     def test_indices(self, data: ImageData) -> torch.Tensor:
         """The test set TA is measured on: class-wise forgetting leaves the classes out."""
-        return data.test[~self.forgotten(data.y[data.test])]
+        return data.test[~self.forgotten_test(data)]
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "class_idx": self.class_idx, "forget": self.forget.tolist()}
+        if self.fine_class is not None:
+            out["fine_class"] = self.fine_class
         if self.backdoor is not None:
             out["backdoor"] = self.backdoor.settings()
         return out
@@ -125,3 +138,69 @@ class RandomForget(ForgetSpec):
         else:
             check(0 < self.fraction < 1, "forget.fraction", "in (0, 1)", self.fraction)
         return _make("random", data, seeded_subset(data, self.fraction, self.count, self.seed))
+
+
+# CIFAR-100's fine class -> its superclass (Krizhevsky's "coarse" labels), fine classes in the
+# data set's order (0 apple, 1 aquarium_fish, ...).
+CIFAR100_COARSE = (
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+)
+
+
+@dataclass
+class SubClassForget(ForgetSpec):
+    """Sub-class forgetting: every model trains on coarse labels (`coarse[fine]`: CIFAR-100's
+    20 superclasses with `coarse: cifar100`, or a list giving each fine class's coarse class),
+    and D_f is all training samples of one fine class `fine_class` (or a seeded `count` of
+    them). Its coarse class is not forgotten: TA leaves out only the fine class's test images,
+    whose own accuracy (on their coarse label) is `TA_forgotten_class`."""
+
+    fine_class: int = 0
+    coarse: str | list[int] = "cifar100"
+    count: int | None = None
+    seed: int = 0
+
+    def mapping(self, data: ImageData) -> torch.Tensor:
+        n = data.num_classes
+        if isinstance(self.coarse, str):
+            check(self.coarse == "cifar100", "forget.coarse", "cifar100 or a list of coarse classes, one per class",
+                  self.coarse)
+            table = CIFAR100_COARSE
+        else:
+            table = tuple(self.coarse)
+        k = max(table) + 1 if table else 0
+        check(len(table) == n and all(isinstance(c, int) and c >= 0 for c in table) and set(table) == set(range(k))
+              and k < n, "forget.coarse",
+              f"one coarse class per class of {data.name} ({n}), numbered 0..K-1 with K < {n}", self.coarse)
+        check(isinstance(self.fine_class, int) and 0 <= self.fine_class < n, "forget.fine_class",
+              f"an integer in [0, {n - 1}] for {data.name}", self.fine_class)
+        return torch.tensor(table, dtype=data.y.dtype)
+
+    def training_data(self, data: ImageData) -> ImageData:
+        """The data with coarse labels; the fine labels are kept for `select`. The fingerprint
+        covers the relabelling, so coarse models are cached apart from fine ones."""
+        check(isinstance(data, ImageData), "forget", "an in-memory data set for forget=subclass, not an image folder",
+              type(data).__name__)
+        table = self.mapping(data)
+        self._fine = data.y
+        recipe = json.dumps({"data": data.fingerprint, "coarse": table.tolist()})
+        names = [f"coarse {c}" for c in range(int(table.max()) + 1)]
+        return replace(data, y=table[data.y], classes=names, _on_device={},
+                       fingerprint=hashlib.blake2b(recipe.encode(), digest_size=16).hexdigest())
+
+    def select(self, data: ImageData) -> ForgetSet:
+        fine = getattr(self, "_fine", None)
+        if fine is None:
+            raise RuntimeError("SubClassForget.select before training_data")  # a bug, not user input
+        members = data.train[fine[data.train] == self.fine_class]
+        if self.count is not None:
+            check(1 <= self.count <= len(members), "forget.count",
+                  f"null (the whole fine class) or in [1, {len(members)}]", self.count)
+            g = torch.Generator().manual_seed(self.seed)
+            members = members[torch.randperm(len(members), generator=g)[: self.count]]
+        out = _make("subclass", data, members)
+        return replace(out, fine_class=self.fine_class, fine_test=data.test[fine[data.test] == self.fine_class])

@@ -1,6 +1,6 @@
 """Where images come from: each source returns uint8 NCHW arrays plus labels.
 
-Sources are Hydra targets (`conf/dataset/*.yaml`). `load()` returns an `ImageArrays`; the
+Sources are Hydra targets (`sparse_mu/conf/dataset/*.yaml`). `load()` returns an `ImageArrays`; the
 split into train/validation/test and everything after it is in `sparse_mu.data.dataset`.
 """
 
@@ -119,6 +119,22 @@ class Torchvision(Source):
         return ImageArrays(t[0], t[1].long(), t[2], t[3].long(), classes)
 
 
+# A clone's root (above the package; not for an installed package): relative data paths that are
+# not found from the working directory are looked up from here, as the README's commands assume.
+REPO = Path(__file__).resolve().parents[2]
+SHARED_HINT = ("; dataset=cifar10_small reads the offline CIFAR-10 subset cifar10_small.npz from "
+               "../shared/data beside the repository: put it there or set SPARSE_MU_SHARED_DATA to its folder")
+
+
+def _places(path: str) -> list[Path]:
+    """Where a data file named `path` may be: as given (from the working directory), and, if
+    relative and this is a clone, from the repository's root."""
+    given = Path(path).expanduser()
+    if given.is_absolute() or not (REPO / "pyproject.toml").is_file():
+        return [given]
+    return [given, REPO / given]
+
+
 @dataclass
 class Npz(Source):
     """Any `.npz` with `x_train, y_train` (and optionally `x_test, y_test`, `classes`).
@@ -130,9 +146,12 @@ class Npz(Source):
     path: str = ""
 
     def load(self) -> ImageArrays:
-        path = Path(self.path).expanduser()
-        if not self.path or not path.is_file():
-            raise ConfigError(f"dataset.path must name an existing .npz file; got {self.path!r}")
+        places = _places(self.path)
+        path = next((p for p in places if p.is_file()), None)
+        if not self.path or path is None:
+            hint = SHARED_HINT if Path(self.path).name == "cifar10_small.npz" else ""
+            raise ConfigError(f"dataset.path must name an existing .npz file; got {self.path!r} (looked for "
+                              f"{' and '.join(str(p.resolve()) for p in places)}){hint}")
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
@@ -156,6 +175,7 @@ class Npz(Source):
             raise ConfigError(f"dataset.path={self.path!r}: x_test images {tuple(x_te.shape[1:])} differ from x_train {tuple(x_tr.shape[1:])}")
         n_cls = int(max(y_tr.max(), y_te.max() if y_te is not None else 0)) + 1
         classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(n_cls)]
+        _check_classes(y_tr, y_te, len(classes), self.path)
         return ImageArrays(x_tr, y_tr, x_te, y_te, classes)
 
 
@@ -167,6 +187,9 @@ def _images(a: np.ndarray, key: str, path: str) -> torch.Tensor:
     if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
         a = a.transpose(0, 3, 1, 2)
     if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise ConfigError(f"dataset.path={path!r}: {key} has {int((~np.isfinite(a)).sum())} NaN or infinite "
+                              "pixel values; images must be uint8 (0-255) or finite floats in [0, 1]")
         if not np.issubdtype(a.dtype, np.floating) or a.min() < 0 or a.max() > 1:
             raise ConfigError(f"dataset.path={path!r}: {key} must be uint8 (0-255) or float in [0, 1]; got {a.dtype}")
         a = np.round(a * 255).astype(np.uint8)
@@ -177,3 +200,19 @@ def _labels(a: np.ndarray, key: str, path: str) -> torch.Tensor:
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer) or (len(a) and a.min() < 0):
         raise ConfigError(f"dataset.path={path!r}: {key} must be a 1-D array of non-negative integer labels; got {a.dtype} {a.shape}")
     return torch.from_numpy(a.astype(np.int64))
+
+
+def _check_classes(y_train: torch.Tensor, y_test: torch.Tensor | None, n_classes: int, path: str) -> None:
+    """Labels must be 0..K-1 with every class in the training set, and the test labels among them:
+    a gap would silently add a class no model ever sees."""
+    present = set(y_train.unique().tolist())
+    if y_test is not None:
+        unseen = sorted(set(y_test.unique().tolist()) - present)
+        if unseen:
+            raise ConfigError(f"dataset.path={path!r}: every y_test label must occur in y_train; "
+                              f"test labels absent from training: {unseen[:10]}")
+    absent = sorted(set(range(n_classes)) - present)
+    beyond = sorted(c for c in present if c >= n_classes)
+    if absent or beyond:
+        raise ConfigError(f"dataset.path={path!r}: y_train must hold every label 0..{n_classes - 1} ({n_classes} classes); "
+                          f"labels without a training sample: {absent[:10]}" + (f", beyond the classes: {beyond[:10]}" if beyond else ""))

@@ -1,6 +1,7 @@
 """Masks, pruners, mask metrics and the published checkpoint format."""
 
 from sparse_mu.pruning.analysis import iom, iou
+from sparse_mu.pruning.at_init import SNIP, GraSP
 from sparse_mu.pruning.mask import (
     Mask,
     classifier_head,
@@ -8,12 +9,13 @@ from sparse_mu.pruning.mask import (
     prunable_weights,
     weight_sparsity,
 )
+from sparse_mu.pruning.n_m import NMPruner
 from sparse_mu.pruning.pruners import IMP, OMP, BaseWeights, Dense, Pruner, Random
 from sparse_mu.pruning.published import Checkpoint, export_published, load_published
 from sparse_mu.pruning.synflow import SynFlow
 
 __all__ = [
-    "IMP", "OMP", "BaseWeights", "Checkpoint", "Dense", "Mask", "Pruner", "Random", "SynFlow",
+    "IMP", "OMP", "SNIP", "GraSP", "NMPruner", "BaseWeights", "Checkpoint", "Dense", "Mask", "Pruner", "Random", "SynFlow",
     "classifier_head", "export_published", "iom", "iou", "layer_sparsity", "load_published",
     "prunable_weights", "weight_sparsity",
 ]

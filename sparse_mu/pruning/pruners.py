@@ -45,6 +45,7 @@ class Pruner:
 
     sparsity: float = 0.0
     needs_trained_base: bool = True
+    needs_data: bool = False  # True: `prune` also gets `data=(ImageData, indices of D)`
 
     def prune(self, net: nn.Module, base: BaseWeights, train: TrainFn) -> tuple[State, Mask | None]:
         raise NotImplementedError

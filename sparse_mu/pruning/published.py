@@ -169,6 +169,10 @@ class Checkpoint(Pruner):
 
     def __post_init__(self):
         self._sd = read_checkpoint(self.path)
+        bad = [k for k, v in self._sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:  # caught now, not after a Retrain reference trained from it diverges
+            raise ConfigError(f"pruner.path={self.path!r} holds NaN or infinite weights in {_listed(bad)}: "
+                              "not a usable model")
         masks = [v for k, v in self._sd.items() if k.endswith("_mask")]
         total = sum(m.numel() for m in masks)
         self.sparsity = 1.0 - sum(int((m != 0).sum()) for m in masks) / total if total else 0.0

@@ -1,0 +1,3 @@
+from sparse_mu.report import main
+
+main()

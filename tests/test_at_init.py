@@ -1,0 +1,128 @@
+"""SNIP and GraSP: their scores match the definitions computed independently, on tiny nets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparse_mu import pipeline
+from sparse_mu.errors import ConfigError
+from sparse_mu.pruning import SNIP, BaseWeights, GraSP
+from sparse_mu.pruning.at_init import balanced_sample, grasp_scores, snip_scores
+
+
+def tiny() -> tuple[nn.Module, list]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))
+    x, y = torch.randn(12, 5), torch.randint(0, 3, (12,))
+    return net, [(x[:7], y[:7]), (x[7:], y[7:])]
+
+
+def test_snip_is_the_magnitude_of_gradient_times_weight_of_the_summed_loss():
+    net, batches = tiny()
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    # by hand for the first layer: dL/dW1 = sum_i (delta_i) x_i^T, delta back-propagated through tanh
+    w1, w2, w3 = net[0].weight, net[2].weight, net[4].weight
+    with torch.no_grad():
+        h1 = torch.tanh(x @ w1.T + net[0].bias)
+        h2 = torch.tanh(h1 @ w2.T + net[2].bias)
+        p = F.softmax(h2 @ w3.T + net[4].bias, -1)
+        d3 = p - F.one_hot(y, 3)
+        d2 = (d3 @ w3) * (1 - h2 ** 2)
+        d1 = (d2 @ w2) * (1 - h1 ** 2)
+        want = {"0.weight": (d1.T @ x * w1).abs(), "2.weight": (d2.T @ h1 * w2).abs()}
+    got = snip_scores(net, batches)
+    assert set(got) == set(want)  # the head is not prunable
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6)
+
+
+def test_grasp_is_minus_weight_times_hessian_gradient_product():
+    net, batches = tiny()
+    params = [net[0].weight, net[2].weight]
+    t = 200.0
+
+    def grad_at(shift: list[torch.Tensor]) -> list[torch.Tensor]:
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, s in zip(params, shift, strict=True):
+                p.add_(s)
+        total = [torch.zeros_like(p) for p in params]
+        for x, y in batches:
+            for acc, g in zip(total, torch.autograd.grad(F.cross_entropy(net(x) / t, y), params), strict=True):
+                acc += g
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        return total
+
+    # H g by central differences of the gradient along g, in float64
+    net.double()
+    batches = [(x.double(), y) for x, y in batches]
+    g = grad_at([torch.zeros_like(p) for p in params])
+    eps = 1e-3 / max(float(v.abs().max()) for v in g)
+    plus, minus = grad_at([eps * v for v in g]), grad_at([-eps * v for v in g])
+    hg = [(a - b) / (2 * eps) for a, b in zip(plus, minus, strict=True)]
+    got = grasp_scores(net, batches, t)
+    for (k, p), h in zip((("0.weight", params[0]), ("2.weight", params[1])), hg, strict=True):
+        torch.testing.assert_close(got[k], -(p.detach() * h), rtol=1e-4, atol=1e-12)
+
+
+def test_grasp_removes_the_highest_scores_and_snip_keeps_the_highest():
+    net, batches = tiny()
+    data = [(x, y) for x, y in batches]
+    base = {k: v.clone() for k, v in net.state_dict().items()}
+    seen = {}
+
+    def train(start, mask):
+        seen["mask"] = mask
+        return start
+
+    class Data:
+        y = torch.cat([b[1] for b in data])
+
+        def loader(self, idx, batch_size, train):
+            x = torch.cat([b[0] for b in data])
+            return [(x[idx], self.y[idx], idx)]
+
+    for cls, sign in ((SNIP, 1), (GraSP, -1)):
+        pruner = cls(sparsity=0.5, samples_per_class=100)
+        pruner.prune(net, BaseWeights(base, None, None), train, data=(Data(), torch.arange(12)))
+        batch = [(torch.cat([b[0] for b in data]), Data.y)]
+        net.load_state_dict(base)
+        scores = snip_scores(net, batch) if cls is SNIP else grasp_scores(net, batch, 200.0)
+        flat_s = torch.cat([sign * scores[k].flatten() for k in scores])
+        flat_m = torch.cat([seen["mask"].tensors[k].flatten() for k in scores])
+        assert flat_m.sum() == flat_m.numel() // 2
+        assert flat_s[flat_m].min() >= flat_s[~flat_m].max(), cls.__name__
+
+
+def test_balanced_sample_takes_per_class_seeded():
+    labels = torch.tensor([0] * 10 + [1] * 3)
+    a = balanced_sample(labels, torch.arange(13), 4, seed=1)
+    assert (labels[a] == 0).sum() == 4 and (labels[a] == 1).sum() == 3
+    assert torch.equal(a, balanced_sample(labels, torch.arange(13), 4, seed=1))
+    assert not torch.equal(a, balanced_sample(labels, torch.arange(13), 4, seed=2))
+
+
+@pytest.mark.parametrize("kwargs, key", [({"samples_per_class": 0}, "pruner.samples_per_class"),
+                                         ({"sparsity": 1.0}, "pruner.sparsity")])
+def test_bad_settings(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        SNIP(**kwargs)
+    with pytest.raises(ConfigError, match="pruner.temperature"):
+        GraSP(temperature=0.0)
+
+
+@pytest.mark.parametrize("name", ["snip", "grasp"])
+def test_end_to_end_without_a_dense_model(name, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(f"pruner={name}", "pruner.sparsity=0.8", "arch.width=8", "trainer.limit_train_batches=2",
+                   "reference.epochs=2", "unlearner.epochs=1")
+    m = pipeline.run(cfg, tmp_path / "run")
+    assert m["sparsity"] == pytest.approx(80.0, abs=0.1)
+    base = json.loads(next((tmp_path / "cache" / "base").glob("*/meta.json")).read_text())
+    assert base["trained"] is False

@@ -1,0 +1,234 @@
+"""SSD, Bad Teacher, EU-k, CF-k, Boundary Shrink and Boundary Expand: each computes its method."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparse_mu.data import ClassForget, Digits, prepare
+from sparse_mu.errors import ConfigError
+from sparse_mu.pruning import prunable_weights
+from sparse_mu.training import Classifier
+from sparse_mu.unlearn import (
+    BadTeacher,
+    BoundaryExpand,
+    BoundaryShrink,
+    LastLayersFineTune,
+    LastLayersRetrain,
+    SelectiveSynapticDampening,
+)
+from sparse_mu.unlearn.last_layers import last_layers
+from tests.test_unlearners import LOOP, fit, make_net, make_task
+
+NEW = {
+    "ssd": (SelectiveSynapticDampening, {"alpha": 1.0, "batch_size": 64}),
+    "bad_teacher": (BadTeacher, {**LOOP, "optimizer": "adam", "lr": 1e-3}),
+    "cf_k": (LastLayersFineTune, {**LOOP, "k": 2}),
+    "eu_k": (LastLayersRetrain, {**LOOP, "k": 2}),
+    "boundary_shrink": (BoundaryShrink, {**LOOP, "bound": 0.1}),
+    "boundary_expand": (BoundaryExpand, LOOP),
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return prepare(Digits())
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A SmallCNN that fits digits (train accuracy ~100 %): forgetting means something."""
+    L.seed_everything(0, verbose=False)
+    net = make_net()
+    module = Classifier(net, digits, digits.train, epochs=8, batch_size=64, lr=0.05, rewind_epoch=0)
+    L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu").fit(module)
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def trained_net(state):
+    net = make_net()
+    net.load_state_dict(state)
+    return net
+
+
+def accuracy(net, data, idx) -> float:
+    net.eval()
+    with torch.no_grad():
+        x, y, _ = next(iter(data.loader(idx, batch_size=len(idx), train=False)))
+        return (net(x).argmax(-1) == y).float().mean().item() * 100
+
+
+@pytest.mark.parametrize("name", list(NEW))
+def test_new_methods_keep_the_mask_with_weight_decay(digits, name):
+    cls, kwargs = NEW[name]
+    net = make_net()
+    task = make_task(digits, net)
+    before = {k: w.detach().clone() for k, w in prunable_weights(net).items()}
+    fit(cls(net, task, **kwargs), task.mask)
+    moved = False
+    for k, w in prunable_weights(net).items():
+        m = task.mask.tensors[k]
+        assert (w[~m] == 0).all(), k
+        moved |= not torch.equal(w[m], before[k][m])
+    assert moved or name == "cf_k"  # CF-k with k=2 on SmallCNN trains the unprunable head and one layer
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+# -- SSD --------------------------------------------------------------------------------------
+
+def test_ssd_dampens_exactly_the_weights_the_forget_set_relies_on(digits, trained):
+    net = trained_net(trained)
+    task = make_task(digits, net, sparsity=None, forget=ClassForget(3))
+    module = SelectiveSynapticDampening(net, task, alpha=2.0, lam=0.5, batch_size=100)
+    # the published statistic, computed directly: mean over batches of squared batch gradients
+    ref = trained_net(trained).eval()
+    imp = {}
+    for part, idx in (("all", digits.train), ("forget", task.forget.forget)):
+        total, batches = {k: torch.zeros_like(p) for k, p in ref.named_parameters()}, 0
+        for x, y, _ in digits.loader(idx, batch_size=100, train=False):
+            ref.zero_grad()
+            F.cross_entropy(ref(x), y).backward()
+            for k, p in ref.named_parameters():
+                total[k] += p.grad ** 2
+            batches += 1
+        imp[part] = {k: v / batches for k, v in total.items()}
+    fit(module, batches=None)
+    changed = 0
+    for k, p in net.named_parameters():
+        old, full, forget = trained[k], imp["all"][k], imp["forget"][k]
+        selected = forget > 2.0 * full
+        want = torch.where(selected, old * (0.5 * full / forget).clamp(max=1.0), old)
+        torch.testing.assert_close(p.detach(), want, rtol=1e-4, atol=1e-7)
+        changed += int(selected.sum())
+    assert module.dampened == changed > 0
+    assert accuracy(net, digits, task.forget.forget) < accuracy(trained_net(trained), digits, task.forget.forget)
+
+
+def test_ssd_settings_are_checked(digits):
+    net = make_net()
+    with pytest.raises(ConfigError, match="unlearner.alpha must be > 0"):
+        SelectiveSynapticDampening(net, make_task(digits, net, sparsity=None), alpha=0.0)
+
+
+# -- Bad Teacher ------------------------------------------------------------------------------
+
+def test_bad_teacher_targets_the_incompetent_teacher_on_forget_samples_only(digits):
+    net = make_net()
+    task = make_task(digits, net, sparsity=None)
+    module = BadTeacher(net, task, **{**LOOP, "optimizer": "adam"}, retain_fraction=0.5, temperature=2.0)
+    n_retain = len(task.forget.retain)
+    assert len(module.samples) == len(task.forget.forget) + round(0.5 * n_retain)
+    x, _, idx = next(iter(digits.loader(module.samples, batch_size=len(module.samples), train=False)))
+    forget = module.is_forget[idx]
+    assert forget.any() and (~forget).any()
+    target = module.target(x, forget)
+    with torch.no_grad():
+        bad, good = F.softmax(module.incompetent(x) / 2, -1), F.softmax(module.competent(x) / 2, -1)
+    torch.testing.assert_close(target[forget], bad[forget])
+    torch.testing.assert_close(target[~forget], good[~forget])
+    assert not torch.allclose(bad, good)  # the incompetent teacher is a different, random model
+
+
+def test_bad_teacher_moves_the_student_toward_the_bad_teacher_on_d_f(digits, trained):
+    net = trained_net(trained)
+    task = make_task(digits, net, sparsity=None, forget=ClassForget(3))
+    module = BadTeacher(net, task, **{**LOOP, "epochs": 3, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0})
+    fx, _, _ = next(iter(digits.loader(task.forget.forget, batch_size=len(task.forget.forget), train=False)))
+
+    def kl_to_bad() -> float:
+        net.eval()
+        with torch.no_grad():
+            return F.kl_div(F.log_softmax(net(fx), -1), F.softmax(module.incompetent(fx), -1),
+                            reduction="batchmean").item()
+
+    before = kl_to_bad()
+    net.train()
+    fit(module, batches=None)
+    assert kl_to_bad() < 0.5 * before
+    assert accuracy(net, digits, task.forget.forget) < 50
+    assert accuracy(net, digits, task.forget.retain) > 90
+
+
+# -- EU-k / CF-k ------------------------------------------------------------------------------
+
+def test_last_layers_are_the_last_k_conv_linear_layers_with_their_norms():
+    # SmallCNN: features.{0,3,7} convs with BatchNorm features.{1,4,8}, then the head fc
+    assert last_layers(make_net(), 1) == ["fc"]
+    assert last_layers(make_net(), 2) == ["features.7", "features.8", "fc"]
+    assert last_layers(make_net(), 3) == ["features.3", "features.4", "features.7", "features.8", "fc"]
+
+
+@pytest.mark.parametrize("cls", [LastLayersFineTune, LastLayersRetrain])
+def test_only_the_last_k_layers_move(digits, trained, cls):
+    net = trained_net(trained)
+    task = make_task(digits, net, sparsity=None)
+    module = cls(net, task, **{**LOOP, "k": 2})
+    trained_prefixes = tuple(f"{n}." for n in module.trained)
+    after_init = {k: v.clone() for k, v in net.state_dict().items()}
+    fit(module, batches=None)
+    for k, v in net.state_dict().items():
+        if k.startswith(trained_prefixes):
+            if v.is_floating_point() and "running" not in k:
+                assert not torch.equal(v, after_init[k]), k
+        else:  # frozen weights and BatchNorm statistics: bit-identical
+            assert torch.equal(v, trained[k]), k
+    reinit = any(not torch.equal(after_init[k], trained[k]) for k in after_init if k.startswith(trained_prefixes))
+    assert reinit == (cls is LastLayersRetrain)
+
+
+def test_eu_k_reinitialisation_is_seeded(digits, trained):
+    a, b = trained_net(trained), trained_net(trained)
+    LastLayersRetrain(a, make_task(digits, a, sparsity=None), **{**LOOP, "k": 1})
+    LastLayersRetrain(b, make_task(digits, b, sparsity=None), **{**LOOP, "k": 1})
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+def test_k_is_checked(digits):
+    net = make_net()
+    with pytest.raises(ConfigError, match="unlearner.k must be an integer in"):
+        LastLayersFineTune(net, make_task(digits, net, sparsity=None), **{**LOOP, "k": 99})
+
+
+# -- Boundary Shrink / Expand -----------------------------------------------------------------
+
+def test_boundary_shrink_labels_come_from_one_fgsm_step_on_the_original_model(digits, trained):
+    net = trained_net(trained)
+    task = make_task(digits, net, sparsity=None, forget=ClassForget(3))
+    module = BoundaryShrink(net, task, **LOOP, bound=0.3)
+    module.on_train_epoch_start()
+    x, y, _ = next(iter(digits.loader(task.forget.forget, batch_size=64, train=False)))
+    ref = trained_net(trained).eval()
+    xa = x.clone().requires_grad_(True)
+    F.cross_entropy(ref(xa), y).backward()
+    std, mean = digits.std.view(1, -1, 1, 1), digits.mean.view(1, -1, 1, 1)
+    stepped = (x + 0.3 / std * xa.grad.sign()).clamp(-mean / std, (1 - mean) / std)
+    labels = module.neighbour_labels(x, y)
+    assert torch.equal(labels, ref(stepped).argmax(-1))
+    assert (labels != y).float().mean() > 0.5  # the step crosses into a neighbouring class
+
+
+def test_boundary_shrink_and_expand_forget_the_class_and_keep_the_rest(digits, trained):
+    for cls, extra in ((BoundaryShrink, {"bound": 0.3}), (BoundaryExpand, {})):
+        net = trained_net(trained)
+        task = make_task(digits, net, sparsity=None, forget=ClassForget(3))
+        assert accuracy(net, digits, task.forget.forget) > 90
+        net.train()  # as the pipeline hands it over (Lightning keeps a module's eval mode)
+        fit(cls(net, task, **{**LOOP, "epochs": 4, "lr": 0.005, "weight_decay": 0.0}, **extra), batches=None)
+        assert accuracy(net, digits, task.forget.forget) < 30, cls.__name__
+        assert accuracy(net, digits, task.forget.retain) > 85, cls.__name__
+
+
+def test_boundary_expand_drops_its_shadow_class(digits):
+    net = make_net()
+    task = make_task(digits, net, sparsity=None)
+    module = BoundaryExpand(net, task, **LOOP)
+    shadow = module.shadow.weight.detach().clone()
+    fit(module)
+    assert not torch.equal(module.shadow.weight, shadow)  # the shadow output was trained
+    x, _, _ = next(iter(digits.loader(task.forget.forget, batch_size=8, train=False)))
+    assert net(x).shape == (8, digits.num_classes)
+    assert not net.fc._forward_hooks  # the feature hook is gone after training
