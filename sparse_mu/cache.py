@@ -241,7 +241,7 @@ class ArtifactCache:
         with tempfile.TemporaryDirectory(prefix=f"sparse_mu-{stage}-") as work:
             self._run(stage, key, inputs, build, Path(work), ckpt)
         deadline = time.monotonic() + PUBLISH_WAIT_S
-        while (found := self._load(stage, key, final)) is None:
+        while (found := self._load(stage, key, final)[0]) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{stage}: rank {global_rank()} built {key} but rank 0 did not publish it "
                                    f"in {final} within {PUBLISH_WAIT_S:.0f}s; under DDP every rank must see "

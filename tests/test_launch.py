@@ -16,7 +16,7 @@ import pytest
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from sparse_mu import devices
-from sparse_mu.cache import ArtifactCache, global_rank, write_json
+from sparse_mu.cache import ArtifactCache, global_rank
 from sparse_mu.devices import claim_gpu, gpu_for_job
 from sparse_mu.launch import JOB_VAR, LIGHTNING_VARS, JobTag, export_job, rank_argv, sweep_job
 from tests.conftest import ROOT, TINY, compose_cfg
@@ -133,12 +133,14 @@ def test_ddp_rank_builds_in_a_removed_temp_dir_then_uses_rank_0s(tmp_path, monke
         (work / "w.txt").write_text("rank 1")
         return {}
 
-    def publish() -> None:  # rank 0, a little later
+    def make0(work: Path, ckpt: Path) -> dict:
+        (work / "w.txt").write_text("rank 0")
+        return {}
+
+    def publish() -> None:  # rank 0, a little later: what it runs in get_or_build
         time.sleep(0.3)
-        final = cache.root / "base" / cache.key({"x": 1})
-        final.mkdir(parents=True)
-        (final / "w.txt").write_text("rank 0")
-        write_json(final / "meta.json", {"stage": "base"})
+        key = cache.key({"x": 1})
+        cache._build("base", key, {"x": 1}, make0, cache.root / "base" / key)
 
     rank0 = threading.Thread(target=publish)
     rank0.start()
