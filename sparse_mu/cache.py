@@ -15,8 +15,8 @@ served without writing anything, so a cache on a read-only file system serves ev
 
 Under multi-process data parallelism (Lightning DDP) every rank runs the whole pipeline: rank
 0 locks, checkpoints and publishes; the other ranks train alongside it (resuming from rank 0's
-checkpoint when there is one), write their copy into a private temporary folder and publish
-nothing.
+checkpoint when there is one), write their copy into a temporary folder that they remove, and
+then use the artifact rank 0 published (`paths.cache_dir` must be one folder for all ranks).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from sparse_mu.errors import ConfigError
 
@@ -44,14 +45,14 @@ log = logging.getLogger("sparse_mu")
 
 # Bump when a stage's algorithm changes, so no artifact of the old code is reused.
 CACHE_VERSION = 2
+# How long a DDP rank > 0 waits for rank 0 to publish an artifact both have just built.
+PUBLISH_WAIT_S = 600.0
 
 
 def global_rank() -> int:
-    """This process's rank in a multi-process run (0 when there is none), as Lightning reads it."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return 0
+    """This process's rank in a multi-process run (0 when there is none): Lightning's, read from
+    the environment when Lightning is imported and set by the strategy once it has started."""
+    return int(rank_zero_only.rank)
 
 
 def stable_hash(obj: object, length: int = 16) -> str:
@@ -229,9 +230,24 @@ class ArtifactCache:
         return Artifact(stage, key, final, meta, reused=False)
 
     def _build_private(self, stage: str, key: str, inputs: dict, build: Build, final: Path) -> Artifact:
-        work = Path(tempfile.mkdtemp(prefix=f"sparse_mu-{stage}-"))
-        meta = self._run(stage, key, inputs, build, work, final.with_name(f"{key}.partial") / "ckpt")
-        return Artifact(stage, key, work, meta, reused=False)
+        """A DDP rank > 0: build alongside rank 0, then use rank 0's published artifact.
+
+        Every rank must run the build (its training loops synchronise gradients across ranks),
+        but only rank 0 publishes. This rank's copy, identical (DDP keeps the weights in step),
+        goes into a temporary folder removed at once, and the rank waits for rank 0's artifact:
+        nothing of it stays in the system temp directory.
+        """
+        ckpt = final.with_name(f"{key}.partial") / "ckpt"
+        with tempfile.TemporaryDirectory(prefix=f"sparse_mu-{stage}-") as work:
+            self._run(stage, key, inputs, build, Path(work), ckpt)
+        deadline = time.monotonic() + PUBLISH_WAIT_S
+        while (found := self._load(stage, key, final)[0]) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{stage}: rank {global_rank()} built {key} but rank 0 did not publish it "
+                                   f"in {final} within {PUBLISH_WAIT_S:.0f}s; under DDP every rank must see "
+                                   "the same paths.cache_dir")
+            time.sleep(0.1)
+        return found
 
     @staticmethod
     def _run(stage: str, key: str, inputs: dict, build: Build, work: Path, ckpt: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -16,23 +17,27 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sparse_mu.cache import global_rank
 from sparse_mu.failures import record
+from sparse_mu.launch import rank_argv, sweep_job
 
 log = logging.getLogger("sparse_mu")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
-def main(cfg: DictConfig) -> dict | None:
+def _job(cfg: DictConfig) -> dict | None:
     from sparse_mu import pipeline
+    from sparse_mu.cache import global_rank
     from sparse_mu.devices import gpu_for_job
     from sparse_mu.report import print_run
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    # a sweep job tells its DDP ranks > 0 (started by Lightning rerunning argv) to run only it
+    job = sweep_job(hc.overrides.task, out_dir, hc.job.num) if multirun else nullcontext()
     try:
-        with gpu_for_job(cfg, hc.job.num if hc.mode == RunMode.MULTIRUN else 0):
+        with job, gpu_for_job(cfg, hc.job.num if multirun else 0):
             metrics = pipeline.run(cfg, out_dir)
     except Exception as e:
         message = record(e, out_dir)  # FAILED: the one-line message, or the traceback of a bug
@@ -48,3 +53,8 @@ def main(cfg: DictConfig) -> dict | None:
         log.info("results: %s", out_dir / "metrics.json")
     return metrics
 
+
+def main() -> None:
+    """The command; a DDP rank > 0 of a sweep job runs only that job (`launch.rank_argv`)."""
+    sys.argv = rank_argv(sys.argv, os.environ)
+    _job()

@@ -39,7 +39,7 @@ from sparse_mu.cache import (
     stable_hash,
     write_json,
 )
-from sparse_mu.callbacks import LastCheckpoint, MaskEnforcer, StageTimer
+from sparse_mu.callbacks import LAST, MaskEnforcer, StageTimer, last_checkpoint
 from sparse_mu.config import build
 from sparse_mu.data import ForgetSet, ImageData, prepare
 from sparse_mu.errors import ConfigError, Diverged, check
@@ -174,11 +174,12 @@ class Job:
             callbacks.append(MaskEnforcer(mask))
         resume = None
         every = int(self.cfg.checkpoint_every)
-        if ckpt_dir is not None and every > 0:
-            saver = LastCheckpoint(ckpt_dir, every)
-            callbacks.append(saver)
-            resume = saver.path if saver.path.is_file() else None
-        trainer = build(self.cfg.trainer, max_epochs=module.epochs, callbacks=callbacks, logger=logger)
+        saving = ckpt_dir is not None and every > 0
+        if saving:
+            callbacks.append(last_checkpoint(ckpt_dir, every))
+            resume = ckpt_dir / LAST if (ckpt_dir / LAST).is_file() else None
+        trainer = build(self.cfg.trainer, max_epochs=module.epochs, callbacks=callbacks, logger=logger,
+                        enable_checkpointing=saving)  # Lightning refuses a ModelCheckpoint otherwise
         if self.cfg.fast.compile:
             module.net.compile()
         module.stage = stage

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sparse_mu.data import Augment, EpochSampler, ImageData, TensorLoader
 from sparse_mu.errors import check
+from sparse_mu.metrics.accuracy import accuracy
 from sparse_mu.pruning import classifier_head
 from sparse_mu.training import TrainLoop
 
@@ -83,5 +84,4 @@ class LinearProbe(TrainLoop):
     @torch.inference_mode()
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
         """Top-1 accuracy (percent) of the probe on `features`."""
-        head = self.net.cpu().eval()
-        return 100.0 * (head(features).argmax(1) == labels).float().mean().item()
+        return accuracy(self.net.cpu().eval()(features), labels)

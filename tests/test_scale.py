@@ -1,9 +1,10 @@
-"""Sweeps and scale: shared cache across processes, failed jobs, GPU pinning, W&B, DDP on CPU."""
+"""Sweeps and scale: shared cache across processes, failed jobs, W&B, DDP on CPU."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,6 @@ from omegaconf import OmegaConf
 
 from sparse_mu import pipeline
 from sparse_mu.cache import ArtifactCache
-from sparse_mu.devices import claim_gpu, gpu_for_job
 from tests.conftest import ROOT, TINY, compose_cfg
 
 
@@ -38,30 +38,6 @@ def test_two_processes_build_an_artifact_once(tmp_path):
     assert results == ["weights", "weights"]
     assert log.read_text().count("built") == 1
     assert not list((tmp_path / "cache" / "base").glob("*.partial"))
-
-
-def test_gpu_claims_are_distinct(tmp_path):
-    a, lock_a = claim_gpu(2, start=0, lock_dir=tmp_path)
-    b, lock_b = claim_gpu(2, start=0, lock_dir=tmp_path)  # GPU 0 is taken: gets the other one
-    assert {a, b} == {0, 1}
-    lock_a.release()
-    c, lock_c = claim_gpu(2, start=1, lock_dir=tmp_path, poll_s=0.01)
-    assert c == a  # the freed GPU
-    lock_b.release()
-    lock_c.release()
-
-
-def test_gpu_for_job_only_pins_single_device_jobs(tmp_path, monkeypatch):
-    monkeypatch.setattr("sparse_mu.devices.LOCK_DIR", tmp_path)
-    cfg = compose_cfg(["trainer.accelerator=gpu"])
-    with gpu_for_job(cfg, job_num=3, count=1) as gpu:
-        assert gpu is None  # one GPU: nothing to choose
-    ddp = compose_cfg(["trainer=ddp", "trainer.accelerator=gpu"])
-    with gpu_for_job(ddp, job_num=3, count=4) as gpu:
-        assert gpu is None  # DDP uses every device itself
-    monkeypatch.setattr("sparse_mu.devices.claim_gpu", lambda count, start, **_: (start % count, type("L", (), {"release": lambda self: None})()))
-    with gpu_for_job(cfg, job_num=3, count=2) as gpu:
-        assert gpu == 1 and list(cfg.trainer.devices) == [1]
 
 
 def test_failed_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
@@ -100,13 +76,15 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
 
 
 def test_ddp_on_cpu_two_processes(tmp_path):
-    out = tmp_path / "run"
+    out, temp = tmp_path / "run", tmp_path / "tmp"
+    temp.mkdir()
     proc = subprocess.run(
         [sys.executable, "run.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY,
          f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(temp)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("sparse_mu-")]  # rank 1 left nothing
     m = json.loads((out / "metrics.json").read_text())
     assert m["sparsity"] == pytest.approx(95.0, abs=0.01)
     assert proc.stdout.count("results:") == 1  # one rank reports

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from sparse_mu.data import TensorLoader
 from sparse_mu.fast import autocast
@@ -34,8 +35,9 @@ def predict(net: nn.Module, loader: TensorLoader, precision: str = "32-true") ->
     return torch.cat(probs), torch.cat(labels)
 
 
-def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent (nan for an empty set)."""
+def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent of class scores (probabilities or logits; torchmetrics), nan for
+    an empty set (torchmetrics gives 0 there)."""
     if len(labels) == 0:
         return float("nan")
-    return 100.0 * (probs.argmax(1) == labels).float().mean().item()
+    return 100.0 * multiclass_accuracy(scores, labels, num_classes=scores.shape[1], average="micro").item()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from sparse_mu.metrics.accuracy import accuracy
+
 BACKDOOR_KEYS = ("SA", "ASR", "ASR_legacy")
 
 
@@ -14,10 +16,6 @@ def attack_success(probs: torch.Tensor, labels: torch.Tensor, target: int) -> di
     target (an image of the target class predicted as the target is no attack); ASR_legacy, the
     published definition, counts every triggered image.
     """
-    hit = probs.argmax(1) == target
     others = labels != target
-
-    def percent(mask: torch.Tensor) -> float:
-        return 100.0 * hit[mask].float().mean().item() if mask.any() else float("nan")
-
-    return {"ASR": percent(others), "ASR_legacy": percent(torch.ones_like(others))}
+    as_target = torch.full_like(labels, target)  # the attack's accuracy: how often it hits the target
+    return {"ASR": accuracy(probs[others], as_target[others]), "ASR_legacy": accuracy(probs, as_target)}

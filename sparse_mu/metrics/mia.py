@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import SVC
 
 FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "prob")
@@ -72,6 +73,7 @@ def mia_privacy(retain: tuple, test: tuple, seed: int, name: str = "confidence")
     h = len(t) // 2
     n_target = min(len(t) - h, len(r) - h)
     clf = _attack(_take(retain, r[:h]), _take(test, t[:h]), name)
-    pred_in = clf.predict(features(*_take(retain, r[h:h + n_target]), name))
-    pred_out = clf.predict(features(*_take(test, t[h:h + n_target]), name))
-    return 100.0 * 0.5 * (float((pred_in == 1).mean()) + float((pred_out == 0).mean()))
+    members, non_members = _take(retain, r[h:h + n_target]), _take(test, t[h:h + n_target])
+    pred = clf.predict(np.concatenate([features(*members, name), features(*non_members, name)]))
+    truth = np.concatenate([np.ones(n_target), np.zeros(n_target)])
+    return 100.0 * float(balanced_accuracy_score(truth, pred))
