@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from sparse_mu.pruning import BaseWeights
-from sparse_mu.unlearn import FisherForgetting, FisherForgettingBatch, InfluenceUnlearning, UnlearnTask
+from sparse_mu.unlearn import (
+    FisherForgetting,
+    FisherForgettingBatch,
+    InfluenceUnlearning,
+    UnlearnTask,
+)
 from tests.tiny import batch, fit, forget_set, mlp, small_digits, trained
 
 HEAD = ("3.weight", "3.bias")  # the classifier of tests.tiny.mlp

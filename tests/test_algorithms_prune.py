@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from sparse_mu.data import Augment, ImageData
-from sparse_mu.pruning import OMP, BaseWeights, Checkpoint, Dense, Mask, Random, SynFlow, prunable_weights
+from sparse_mu.pruning import (
+    OMP,
+    BaseWeights,
+    Checkpoint,
+    Dense,
+    Mask,
+    Random,
+    SynFlow,
+    prunable_weights,
+)
 from sparse_mu.pruning.synflow import synflow_mask
 from tests.conftest import compose_cfg
 

@@ -13,7 +13,17 @@ from sparse_mu.data import RandomForget
 from sparse_mu.models import SmallCNN
 from sparse_mu.pruning import BaseWeights, Mask
 from sparse_mu.pruning.pruners import magnitude_scores
-from sparse_mu.unlearn import SCRUB, FineTune, GradientAscent, L1Sparse, NegGradPlus, RandomLabels, Retrain, SalUn, UnlearnTask
+from sparse_mu.unlearn import (
+    SCRUB,
+    FineTune,
+    GradientAscent,
+    L1Sparse,
+    NegGradPlus,
+    RandomLabels,
+    Retrain,
+    SalUn,
+    UnlearnTask,
+)
 from tests.tiny import small_digits
 
 LOOP = {"epochs": 3, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step"}
