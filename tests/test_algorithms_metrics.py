@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparse_mu.data import Augment, ForgetSet, ImageData
-from sparse_mu.metrics import accuracy, evaluate, mia_efficacy, mia_privacy
+from sparse_mu.metrics import accuracy, disparity_average, evaluate, kl_divergence, mia_efficacy, mia_privacy
 from sparse_mu.metrics.mia import features
 from tests.conftest import compose_cfg
 
@@ -68,6 +68,14 @@ def test_accuracy_and_the_attack_features_by_hand():
     m_entropy = -(1 - 0.3) * math.log(0.3) - 0.2 * math.log(0.8) - 0.5 * math.log(0.5)
     assert features(p, y, "m_entropy")[1, 0] == pytest.approx(m_entropy)
     assert np.array_equal(features(p, y, "prob"), p.double().numpy())
+    assert accuracy(p[:1], y[:1]) == 100.0 and math.isnan(accuracy(p[:0], y[:0]))
+
+
+def test_kl_of_a_single_row_and_disparity_of_no_gap():
+    p, q = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.25, 0.75]])
+    assert kl_divergence(p, q) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(0.5 / 0.75))
+    assert math.isnan(kl_divergence(p[:0], q[:0]))
+    assert math.isnan(disparity_average(dict.fromkeys(("UA", "RA", "TA", "MIA_efficacy"), float("nan"))))
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -107,18 +115,21 @@ def test_mia_efficacy_uses_the_confidence_feature_by_default():
 
 
 def test_mia_privacy_is_the_balanced_accuracy_on_the_held_out_halves():
-    """Members: confidence 0.99. Test: 0.5, except every fifth sample at 0.99 (which the attack
-    must call a member). Balanced accuracy = (1 + share of the target test half at 0.5) / 2."""
+    """Members: confidence 0.99, except every seventh at 0.5; test: 0.5, except every fifth at
+    0.99. The attack calls 0.99 a member and 0.5 a non-member, so its balanced accuracy is the
+    mean of the shares of 0.99 among the target members and of 0.5 among the target test samples
+    (the halves the attack was not fitted on, as many members as test samples)."""
     def rows(conf):
         c = torch.tensor(conf)
         return torch.stack([c, 1 - c], 1), torch.zeros(len(c), dtype=torch.long)
 
-    retain = rows([0.99] * 300)
+    outlier = torch.arange(300) % 7 == 0
+    retain = rows(torch.where(outlier, 0.5, 0.99).tolist())
     member_like = torch.arange(100) % 5 == 0
     test = rows(torch.where(member_like, 0.99, 0.5).tolist())
     g = torch.Generator().manual_seed(7)
-    t = torch.randperm(100, generator=g)
-    target = t[50:100]
-    want = 100 * 0.5 * (1 + float((~member_like[target]).float().mean()))
+    t, r = torch.randperm(100, generator=g), torch.randperm(300, generator=g)
+    members, non_members = r[50:100], t[50:100]
+    want = 100 * 0.5 * (float((~outlier[members]).float().mean()) + float((~member_like[non_members]).float().mean()))
     assert mia_privacy(retain, test, seed=7) == pytest.approx(want)
     assert want < 95  # the case discriminates: not every target is told apart
