@@ -14,7 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparse_mu.data import Augment, ForgetSet, ImageData
-from sparse_mu.metrics import accuracy, disparity_average, evaluate, kl_divergence, mia_efficacy, mia_privacy
+from sparse_mu.metrics import (
+    accuracy,
+    disparity_average,
+    evaluate,
+    kl_divergence,
+    mia,
+    mia_efficacy,
+    mia_privacy,
+)
 from sparse_mu.metrics.mia import features
 from tests.conftest import compose_cfg
 
@@ -47,6 +55,8 @@ def test_ua_ra_ta_and_the_forgotten_class_test_accuracy_by_hand():
     data = ImageData("lookup", x, y, torch.arange(40), empty, torch.arange(40, 60), list("abcd"),
                      torch.tensor([0.0]), torch.tensor([1.0]), Augment(), "lookup")
     fs = ForgetSet("class", torch.arange(10), torch.arange(10, 40), (0,))
+    m = evaluate(Lookup(), data, fs, seed=0)
+    assert "MIA_privacy" not in m  # off by default
     m = evaluate(Lookup(), data, fs, seed=0, privacy=True)
     assert m["UA"] == pytest.approx(70) and m["RA"] == pytest.approx(90)
     assert m["TA"] == pytest.approx(80) and m["TA_forgotten_class"] == pytest.approx(40)
@@ -69,6 +79,7 @@ def test_accuracy_and_the_attack_features_by_hand():
     assert features(p, y, "m_entropy")[1, 0] == pytest.approx(m_entropy)
     assert np.array_equal(features(p, y, "prob"), p.double().numpy())
     assert accuracy(p[:1], y[:1]) == 100.0 and math.isnan(accuracy(p[:0], y[:0]))
+    assert features(p, torch.tensor([0, 1]), "correctness")[:, 0].tolist() == [1.0, 1.0]  # argmax per row
 
 
 def test_kl_of_a_single_row_and_disparity_of_no_gap():
@@ -133,3 +144,43 @@ def test_mia_privacy_is_the_balanced_accuracy_on_the_held_out_halves():
     want = 100 * 0.5 * (float((~outlier[members]).float().mean()) + float((~member_like[non_members]).float().mean()))
     assert mia_privacy(retain, test, seed=7) == pytest.approx(want)
     assert want < 95  # the case discriminates: not every target is told apart
+
+
+def _spread(lo: float, hi: float, n: int, seed: int):
+    c = torch.tensor(np.random.default_rng(seed).uniform(lo, hi, n), dtype=torch.float32)
+    return torch.stack([c, 1 - c], 1), torch.zeros(n, dtype=torch.long)
+
+
+def test_mia_draws_its_shadow_members_from_its_own_seed(monkeypatch):
+    """Overlapping confidences: the result depends on which D_r samples are the shadow members;
+    those come from `seed`, never from the global RNG. The attack is SVC(C=3, rbf, gamma=auto)."""
+    retain, test, forget = _spread(0.5, 1.0, 300, 0), _spread(0.3, 0.8, 100, 1), _spread(0.4, 0.9, 200, 2)
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        runs.append((mia_efficacy(retain, test, forget, seed=0), mia_privacy(retain, test, seed=0)))
+    assert runs[0] == runs[1]
+    other = (mia_efficacy(retain, test, forget, seed=5), mia_privacy(retain, test, seed=5))
+    assert other[0] != runs[0][0] and other[1] != runs[0][1]
+    assert not math.isnan(mia_efficacy(retain, test, (forget[0][:1], forget[1][:1]), seed=0))
+    assert math.isnan(mia_efficacy(retain, test, (forget[0][:0], forget[1][:0]), seed=0))
+    fitted = []
+    real = mia.SVC
+    monkeypatch.setattr(mia, "SVC", lambda **kw: fitted.append(kw) or real(**kw))
+    mia_efficacy(retain, test, forget, seed=0)
+    assert fitted == [{"C": 3, "gamma": "auto", "kernel": "rbf"}]
+
+
+def test_mia_privacy_with_fewer_members_than_test_samples():
+    """|D_r| < |test|: both target halves shrink to the members left after the shadow half."""
+    def rows(conf):
+        c = torch.tensor(conf)
+        return torch.stack([c, 1 - c], 1), torch.zeros(len(c), dtype=torch.long)
+
+    retain = rows([0.99] * 60)
+    member_like = torch.arange(100) % 5 == 0
+    test = rows(torch.where(member_like, 0.99, 0.5).tolist())
+    g = torch.Generator().manual_seed(3)
+    t = torch.randperm(100, generator=g)
+    want = 100 * 0.5 * (1 + float((~member_like[t[50:60]]).float().mean()))
+    assert mia_privacy(retain, test, seed=3) == pytest.approx(want)
