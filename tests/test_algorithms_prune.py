@@ -5,11 +5,14 @@ training augmentation crops and flips images and keeps their labels."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 from torch import nn
 
 from sparse_mu.data import Augment, ImageData
+from sparse_mu.errors import ConfigError
 from sparse_mu.pruning import (
     OMP,
     BaseWeights,
@@ -201,3 +204,27 @@ def test_training_batches_are_cropped_and_flipped_evaluation_batches_are_not():
         shifted += hits[0][:2] != (4, 4)
         flipped += hits[0][2]
     assert shifted > 48 and 16 < flipped < 48  # 80/81 of crops move; half the images flip
+
+
+def test_checkpoint_checks_its_normalisation_against_the_data_set_and_counts_sparsity(tmp_path):
+    sd = {"features.weight_orig": torch.ones(3, 4), "features.weight_mask": torch.ones(3, 4),
+          "features.bias": torch.zeros(3), "fc.weight": torch.ones(2, 3), "fc.bias": torch.zeros(2),
+          "normalize.mean": torch.tensor([0.5]), "normalize.std": torch.tensor([0.25])}
+    path = tmp_path / "norm.pth.tar"
+    torch.save(sd, path)
+    Checkpoint(path=str(path), mean=[0.5], std=[0.25]).validate(Headed())
+    for mean, std, name in (([0.4], [0.25], "mean"), ([0.5], [0.3], "std")):
+        with pytest.raises(ConfigError, match=f"{path}.* normalises inputs with {name}"):
+            Checkpoint(path=str(path), mean=mean, std=std).validate(Headed())
+    torch.save({"fc.weight": torch.ones(2, 3)}, tmp_path / "dense.pth.tar")
+    assert Checkpoint(path=str(tmp_path / "dense.pth.tar")).sparsity == 0.0  # no masks: nothing pruned
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_mask_file_is_loaded_as_tensors_only(tmp_path):
+    torch.save({"w": _NotATensor()}, tmp_path / "bad.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        Mask.load(tmp_path / "bad.pt")
