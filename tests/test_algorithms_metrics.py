@@ -184,3 +184,9 @@ def test_mia_privacy_with_fewer_members_than_test_samples():
     t = torch.randperm(100, generator=g)
     want = 100 * 0.5 * (1 + float((~member_like[t[50:60]]).float().mean()))
     assert mia_privacy(retain, test, seed=3) == pytest.approx(want)
+
+
+def test_asr_is_nan_without_images_of_other_classes():
+    probs, labels = torch.tensor([[0.2, 0.8], [0.9, 0.1]]), torch.tensor([1, 1])
+    out = attack_success(probs, labels, target=1)
+    assert math.isnan(out["ASR"]) and out["ASR_legacy"] == pytest.approx(50.0)
