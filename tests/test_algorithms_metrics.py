@@ -16,6 +16,7 @@ from torch import nn
 from sparse_mu.data import Augment, ForgetSet, ImageData
 from sparse_mu.metrics import (
     accuracy,
+    attack_success,
     disparity_average,
     evaluate,
     kl_divergence,
