@@ -5,6 +5,7 @@ training augmentation crops and flips images and keeps their labels."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import pytest
@@ -23,6 +24,7 @@ from sparse_mu.pruning import (
     SynFlow,
     prunable_weights,
 )
+from sparse_mu.pruning.mask import layer_sparsity
 from sparse_mu.pruning.synflow import synflow_mask
 from tests.conftest import compose_cfg
 
@@ -228,3 +230,16 @@ def test_a_mask_file_is_loaded_as_tensors_only(tmp_path):
     torch.save({"w": _NotATensor()}, tmp_path / "bad.pt")
     with pytest.raises(pickle.UnpicklingError):
         Mask.load(tmp_path / "bad.pt")
+
+
+def test_masks_and_sparsity_read_from_the_weights_and_the_checkpoint_hash(tmp_path):
+    net = linear_net()
+    with torch.no_grad():
+        net[0].weight[:2] = 0  # 6 of 12 zero
+        net[2].weight[0, 0] = 0  # 1 of 16
+    mask = Mask.from_weights(net)
+    assert torch.equal(mask.tensors["0.weight"], net[0].weight != 0) and set(mask.tensors) == {"0.weight", "2.weight"}
+    assert layer_sparsity(net) == pytest.approx({"0.weight": 50.0, "2.weight": 100 / 16})
+    torch.save({"w_mask": torch.ones(2)}, tmp_path / "c.pth.tar")
+    digest = hashlib.sha256((tmp_path / "c.pth.tar").read_bytes()).hexdigest()
+    assert Checkpoint(path=str(tmp_path / "c.pth.tar")).inputs() == {"checkpoint_sha256": digest}
