@@ -6,6 +6,7 @@ training augmentation crops and flips images and keeps their labels."""
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 
 import pytest
@@ -24,6 +25,7 @@ from sparse_mu.pruning import (
     SynFlow,
     prunable_weights,
 )
+from sparse_mu.pruning.analysis import iom, iou
 from sparse_mu.pruning.mask import layer_sparsity
 from sparse_mu.pruning.synflow import synflow_mask
 from tests.conftest import compose_cfg
@@ -243,3 +245,14 @@ def test_masks_and_sparsity_read_from_the_weights_and_the_checkpoint_hash(tmp_pa
     torch.save({"w_mask": torch.ones(2)}, tmp_path / "c.pth.tar")
     digest = hashlib.sha256((tmp_path / "c.pth.tar").read_bytes()).hexdigest()
     assert Checkpoint(path=str(tmp_path / "c.pth.tar")).inputs() == {"checkpoint_sha256": digest}
+
+
+def test_overlap_of_empty_or_mismatched_masks_and_dense_settings():
+    assert math.isnan(iou(Mask({}), Mask({}))["global"]) and math.isnan(iom(Mask({}), Mask({}))["global"])
+    with pytest.raises(ConfigError, match=r"mask shapes differ at w: \(4,\) vs \(2,\)"):
+        iou(Mask({"w": torch.ones(4)}), Mask({"w": torch.ones(2)}))
+    with pytest.raises(ConfigError, match=r"pruner.sparsity must be 0 for pruner=dense \(pick pruner=omp.*got 0.5"):
+        Dense(sparsity=0.5)
+    base, train = BaseWeights(*_states(10, 11, 12)), Train()
+    Random(sparsity=0.5, rewind="none").prune(linear_net(), base, train)
+    assert torch.equal(train.calls[0][0]["0.weight"], base.final["0.weight"])  # rewind none: the trained weights
