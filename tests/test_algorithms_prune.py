@@ -16,6 +16,7 @@ from torch import nn
 from sparse_mu.data import Augment, ImageData
 from sparse_mu.errors import ConfigError
 from sparse_mu.pruning import (
+    IMP,
     OMP,
     BaseWeights,
     Checkpoint,
@@ -256,3 +257,22 @@ def test_overlap_of_empty_or_mismatched_masks_and_dense_settings():
     base, train = BaseWeights(*_states(10, 11, 12)), Train()
     Random(sparsity=0.5, rewind="none").prune(linear_net(), base, train)
     assert torch.equal(train.calls[0][0]["0.weight"], base.final["0.weight"])  # rewind none: the trained weights
+
+
+def test_layerwise_omp_and_the_boundaries_of_the_pruner_settings():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 10), nn.Linear(10, 10), nn.Linear(10, 2))
+    with torch.no_grad():
+        net[0].weight.mul_(100)  # globally, layer 0 would keep everything
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    _, mask = OMP(sparsity=0.5, layerwise=True).prune(net, BaseWeights(state, state, state), Train())
+    assert [int(m.sum()) for m in mask.tensors.values()] == [100, 50]
+    assert IMP(rounds=1, sparsity=None).sparsity == pytest.approx(0.2) and SynFlow(iterations=1).iterations == 1
+    for make, message in ((lambda: IMP(rate=1.0), r"pruner.rate must be in \(0, 1\); got 1.0"),
+                          (lambda: SynFlow(iterations=0), "pruner.iterations must be an integer >= 1; got 0"),
+                          (lambda: IMP(rounds=0, sparsity=None), "pruner.rounds must be an integer >= 1 or null; got 0"),
+                          (lambda: SynFlow(device="tpu"), "pruner.device must be one of auto, cpu, cuda; got 'tpu'"),
+                          (lambda: IMP(rounds=2), "set exactly one of pruner.sparsity and pruner.rounds.*"
+                                                  "For a fixed number of rounds: pruner.rounds=K pruner.sparsity=null")):
+        with pytest.raises(ConfigError, match=message):
+            make()
