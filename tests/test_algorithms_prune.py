@@ -28,6 +28,7 @@ from sparse_mu.pruning import (
 )
 from sparse_mu.pruning.analysis import iom, iou
 from sparse_mu.pruning.mask import layer_sparsity
+from sparse_mu.pruning.published import load_published
 from sparse_mu.pruning.synflow import synflow_mask
 from tests.conftest import compose_cfg
 
@@ -276,3 +277,15 @@ def test_layerwise_omp_and_the_boundaries_of_the_pruner_settings():
                                                   "For a fixed number of rounds: pruner.rounds=K pruner.sparsity=null")):
         with pytest.raises(ConfigError, match=message):
             make()
+
+
+def test_published_checkpoints_with_bad_masks_or_duplicated_weights_are_refused(tmp_path):
+    base = {"features.weight_orig": torch.ones(3, 4), "features.weight_mask": torch.ones(3, 4),
+            "features.bias": torch.zeros(3), "fc.weight": torch.ones(2, 3), "fc.bias": torch.zeros(2)}
+    cases = [({"features.weight_mask": torch.full((3, 4), 0.5)}, "masks with values other than 0 and 1"),
+             ({"features.weight": torch.ones(3, 4)}, "weights stored both plain and as weight_orig"),
+             ({"normalize.std": torch.tensor([0.3])}, "normalises inputs with std")]
+    for i, (change, message) in enumerate(cases):
+        torch.save({**base, **change}, tmp_path / f"{i}.pth.tar")
+        with pytest.raises(ConfigError, match=message):
+            load_published(tmp_path / f"{i}.pth.tar", Headed(), mean=None, std=[0.25])
