@@ -1,0 +1,161 @@
+"""FF, ff_batch and IU by their mathematical contract: the update each applies to a tiny MLP,
+against a direct, slow reference (a Python loop over samples with plain autograd) written from
+ALGORITHMS.md section 4, never from the implementation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparse_mu.pruning import BaseWeights
+from sparse_mu.unlearn import (
+    FisherForgetting,
+    FisherForgettingBatch,
+    InfluenceUnlearning,
+    UnlearnTask,
+)
+from tests.tiny import batch, fit, forget_set, mlp, small_digits, trained
+
+HEAD = ("3.weight", "3.bias")  # the classifier of tests.tiny.mlp
+
+
+@pytest.fixture(scope="module")
+def data():
+    return small_digits()
+
+
+@pytest.fixture(scope="module")
+def fs(data):
+    g = torch.Generator().manual_seed(0)
+    return forget_set(data, data.train[torch.randperm(len(data.train), generator=g)[:40]])
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return trained(data, data.train, mlp(), steps=30)
+
+
+def task(data, fs, net):
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    return UnlearnTask(data, fs, None, BaseWeights(state, state, state))
+
+
+def sample_grads(net, x, y, sign=1.0):
+    """Per-sample gradients of sign * CE, one autograd call per sample: {name: [n, *shape]}."""
+    rows = []
+    for xi, yi in zip(x, y, strict=True):
+        loss = sign * F.cross_entropy(net(xi[None]), yi[None])
+        rows.append(torch.autograd.grad(loss, list(net.parameters())))
+    return {k: torch.stack([r[i] for r in rows]) for i, (k, _) in enumerate(net.named_parameters())}
+
+
+def deltas(net, before):
+    return {k: p.detach() - before[k] for k, p in net.named_parameters()}
+
+
+def z_std(z: torch.Tensor) -> float:
+    return float(z.flatten().std())
+
+
+def test_ff_noise_std_is_min_sqrt_alpha_over_per_sample_fisher_and_1e3_x10_on_the_head_bias(data, fs, model):
+    """F = mean_i (g_i + 1e-8)^2 with g_i the per-sample gradient of log p(y_i|x_i): the update
+    divided by min(sqrt(alpha / F), 1e-3) (x10 on the classifier bias) is standard normal, both
+    where the Fisher sets the std and where the cap does."""
+    alpha = 1e-12
+    net = copy.deepcopy(model)
+    before = {k: p.detach().clone() for k, p in net.named_parameters()}
+    xr, yr = batch(data, fs.retain)
+    fisher = {k: (g + 1e-8).pow(2).mean(0) for k, g in sample_grads(net, xr, yr, sign=-1.0).items()}
+    fit(FisherForgetting(net, task(data, fs, net), alpha=alpha, batch_size=64, chunk_size=16))
+    fisher_set, capped = [], []
+    for k, d in deltas(net, before).items():
+        std = (alpha / fisher[k]).sqrt().clamp(max=1e-3)
+        if k == "3.bias":
+            z = d / (10 * std)
+            assert 0.4 < z_std(z) < 1.8 and z.abs().max() < 4, k
+            continue
+        z = d / std
+        fisher_set.append(z[std < 1e-3].flatten())
+        capped.append(z[std == 1e-3].flatten())
+    fisher_set, capped = torch.cat(fisher_set), torch.cat(capped)
+    assert len(fisher_set) > 300 and len(capped) > 100  # both regimes are tested
+    for z in (fisher_set, capped):
+        assert 0.9 < z_std(z) < 1.1 and abs(float(z.mean())) < 0.1 and z.abs().max() < 5.5
+
+
+def test_ff_batch_noise_var_is_the_published_per_batch_class_statistic(data, model):
+    """ff_batch (no class surgery in random forgetting): per batch of 32 and class c,
+    acc += mean_batch p(c|x) * (grad of the batch-mean CE toward c)^2, averaged over batches;
+    var = alpha * min(1 / (acc + 1e-8), 1e3 (1e2 on the head)), averaged over input channels,
+    x10 on the head and 1-D tensors."""
+    alpha = 1e-9
+    g = torch.Generator().manual_seed(1)
+    fs = forget_set(data, data.train[torch.randperm(len(data.train), generator=g)[:40]])
+    net = copy.deepcopy(model)
+    before = {k: p.detach().clone() for k, p in net.named_parameters()}
+    acc = {k: torch.zeros_like(p) for k, p in net.named_parameters()}
+    chunks = fs.retain.split(32)
+    for idx in chunks:
+        x, _ = batch(data, idx)
+        out = net(x)
+        prob = out.softmax(-1).detach()
+        for c in range(10):
+            grads = torch.autograd.grad(F.cross_entropy(out, torch.full((len(x),), c)), list(net.parameters()),
+                                        retain_graph=True)
+            for (k, _), gk in zip(net.named_parameters(), grads, strict=True):
+                acc[k] += prob[:, c].mean() * gk.pow(2)
+    fit(FisherForgettingBatch(net, task(data, fs, net), alpha=alpha, class_surgery=True, chunk_size=4))
+    for k, d in deltas(net, before).items():
+        var = alpha * (1 / (acc[k] / len(chunks) + 1e-8)).clamp(max=1e2 if k in HEAD else 1e3)
+        if var.ndim > 1:
+            var = var.mean(1, keepdim=True).expand_as(var)
+        if k in HEAD or var.ndim == 1:
+            var = var * 10
+        z = d / var.sqrt()
+        if z.numel() >= 100:
+            assert 0.9 < z_std(z) < 1.1 and z.abs().max() < 5.5, k
+        else:
+            assert 0.4 < z_std(z) < 1.8 and z.abs().max() < 4.5, k
+
+
+def woodfisher(v: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """ALGORITHMS.md section 4, literally: k = v, o = g_1; for each next g: t = o.g;
+    k -= (k.g / (m + t)) o; o -= (t / (m + t)) o."""
+    m, k, o = len(grads), v.clone(), grads[0].clone()
+    for g in grads[1:]:
+        t = o @ g
+        k = k - (k @ g) / (m + t) * o
+        o = o - t / (m + t) * o
+    return k
+
+
+def flat(grads: dict) -> torch.Tensor:
+    return torch.cat([g.flatten(1) for g in grads.values()], 1)
+
+
+@pytest.mark.parametrize("samples", [1000, 30])
+def test_iu_step_is_alpha_times_the_woodfisher_inverse_hessian_of_v(data, fs, samples):
+    """v = g_f / N - n_f / (N n_r) g_r (summed per-sample CE gradients, eval mode); the
+    recursion runs over min(samples, n_r) retain samples drawn by the job seed; theta += alpha k."""
+    alpha, seed = 2.0, 3
+    net = mlp(hidden=32)  # at initialisation: gradients large enough that H^-1 v is far from v
+    before = torch.cat([p.detach().flatten() for p in net.parameters()])
+    xr, yr = batch(data, fs.retain)
+    xf, yf = batch(data, fs.forget)
+    g_r, g_f = flat(sample_grads(net, xr, yr)), flat(sample_grads(net, xf, yf))
+    n_r, n_f = len(xr), len(xf)
+    n = n_r + n_f
+    v = g_f.sum(0) / n - n_f / (n * n_r) * g_r.sum(0)
+    order = torch.randperm(n_r, generator=torch.Generator().manual_seed(seed))[:samples]
+    # fs.retain is sorted, and xr is in its order: position i of the draw is sample fs.retain[i]
+    k = woodfisher(v, [g_r[i] for i in order])
+    assert (k - v).norm() > 0.3 * v.norm()  # the test tells H^-1 v from v
+    module = InfluenceUnlearning(net, task(data, fs, net), alpha=alpha, samples=samples, batch_size=64,
+                                 chunk_size=16, seed=seed)
+    fit(module)
+    after = torch.cat([p.detach().flatten() for p in net.parameters()])
+    torch.testing.assert_close(after - before, alpha * k, atol=1e-6 * float((alpha * k).abs().max()) + 1e-7,
+                               rtol=1e-3)
