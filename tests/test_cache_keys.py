@@ -14,6 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from sparse_mu import job as job_module
+from sparse_mu import keys as key_inputs
 from sparse_mu import pipeline
 from sparse_mu.models import SmallCNN
 from sparse_mu.pruning import Dense, Mask, export_published, prunable_weights
@@ -31,12 +33,12 @@ OPERATIONAL_TOP = {"checkpoint_every": 3, "gpu_per_job": False}
 def stage_keys(job: pipeline.Job) -> dict[str, str]:
     """Each stage's cache key for `job`, chained as `pipeline.run` chains them."""
     key = job.cache.key
-    base = key(pipeline.base_inputs(job))
-    pruned = base if isinstance(job.pruner, Dense) else key(pipeline.prune_inputs(job, base))
-    reference = key(pipeline.reference_inputs(job, pruned))
-    return {"base": base, "prune": pruned, "original": key(pipeline.original_inputs(job, pruned)),
-            "reference": reference, "reference_metrics": key(pipeline.reference_metrics_inputs(job, reference)),
-            "unlearn": key(pipeline.unlearn_inputs(job, pruned))}
+    base = key(key_inputs.base_inputs(job))
+    pruned = base if isinstance(job.pruner, Dense) else key(key_inputs.prune_inputs(job, base))
+    reference = key(key_inputs.reference_inputs(job, pruned))
+    return {"base": base, "prune": pruned, "original": key(key_inputs.original_inputs(job, pruned)),
+            "reference": reference, "reference_metrics": key(key_inputs.reference_metrics_inputs(job, reference)),
+            "unlearn": key(key_inputs.unlearn_inputs(job, pruned))}
 
 
 def depends(group: str, job: pipeline.Job) -> set[str]:
@@ -90,7 +92,7 @@ def computing_settings(job: pipeline.Job) -> list[tuple[str, str, object]]:
     """(group, path, new value) for every setting of the groups that stages compute from."""
     cfg, out = job.cfg, [("seed", "seed", job.seed + 1)]
     for group in ("dataset", "arch", "train", "pruner", "unlearner", "reference", "eval", "trainer"):
-        skip = pipeline._OPERATIONAL.get(group, set()) | ({"path"} if group == "pruner" else set())
+        skip = job_module._OPERATIONAL.get(group, set()) | ({"path"} if group == "pruner" else set())
         skip |= {"damage"} if group == "eval" else set()  # judges finished metrics: operational below
         plain = OmegaConf.to_container(cfg[group], resolve=True)
         out += [(group, p, changed(OmegaConf.select(cfg, p))) for p in leaves(plain, group)
@@ -102,7 +104,7 @@ def computing_settings(job: pipeline.Job) -> list[tuple[str, str, object]]:
 def operational_settings(job: pipeline.Job) -> list[tuple[str, object]]:
     cfg = job.cfg
     out = [(f"{g}.{k}", "/elsewhere" if g == "dataset" else changed(OmegaConf.select(cfg, f"{g}.{k}")))
-           for g, keys in pipeline._OPERATIONAL.items() for k in sorted(keys)]
+           for g, names in job_module._OPERATIONAL.items() for k in sorted(names)]
     for group in OPERATIONAL_GROUPS:
         plain = OmegaConf.to_container(cfg[group], resolve=True)
         out += [(p, changed(OmegaConf.select(cfg, p))) for p in leaves(plain, group)]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from sparse_mu import job as job_module
 from sparse_mu import pipeline
 from sparse_mu.data.folder import FolderLoader
 from sparse_mu.errors import ConfigError
@@ -23,7 +24,7 @@ def test_auto_precision_resolves_on_the_cpu_and_enters_cache_keys_resolved(tiny_
     assert job.cfg.trainer.benchmark is True  # null resolves to "not deterministic"
     explicit = pipeline.setup(tiny_cfg("trainer.precision=32-true"), tmp_path / "b")
     # the base model's cache key sees the resolved value: auto and 32-true share artifacts on a CPU
-    assert pipeline._without(job.cfg.trainer, "trainer") == pipeline._without(explicit.cfg.trainer, "trainer")
+    assert job_module._without(job.cfg.trainer, "trainer") == job_module._without(explicit.cfg.trainer, "trainer")
 
 
 def test_precision_resolution(monkeypatch):
@@ -52,7 +53,7 @@ def test_channels_last_computes_the_same_step(make):
         grads = torch.cat([p.grad.flatten() for p in net.parameters()])
         with torch.no_grad():
             evaluated = net.eval()(x)
-        results.append((logits.detach(), grads, evaluated, pipeline._cpu_state(net)))
+        results.append((logits.detach(), grads, evaluated, job_module._cpu_state(net)))
     (logits0, grads0, eval0, state0), (logits1, grads1, eval1, state1) = results
     torch.testing.assert_close(logits1, logits0, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(eval1, eval0, rtol=1e-4, atol=1e-5)
@@ -124,6 +125,6 @@ def test_compiled_run_saves_the_eager_state_dict_keys(tiny_cfg, tmp_path):
         job = pipeline.setup(tiny_cfg(f"fast.compile={str(compiled).lower()}", "trainer.limit_train_batches=2"),
                              tmp_path / str(compiled))
         net = _fit(job, tmp_path / f"log{compiled}", epochs=1)
-        keys[compiled] = list(pipeline._cpu_state(net))
+        keys[compiled] = list(job_module._cpu_state(net))
         assert job.quick_accuracy(net)["test_acc"] >= 0  # the compiled net also evaluates
     assert keys[True] == keys[False]

@@ -1,0 +1,175 @@
+"""The cached stages: base model, pruned model, the original model's metrics, the Retrain
+reference, and `unlearn`, the loop every unlearning run (and Retrain) goes through."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig
+from torch import nn
+
+from sparse_mu import cost
+from sparse_mu.cache import (
+    Artifact,
+    load_tensors,
+    save_tensors,
+)
+from sparse_mu.config import build
+from sparse_mu.job import Job, State, _cpu_state
+from sparse_mu.keys import (
+    base_inputs,
+    original_inputs,
+    prune_inputs,
+    reference_inputs,
+    reference_metrics_inputs,
+)
+from sparse_mu.pruning import (
+    BaseWeights,
+    Dense,
+    Mask,
+    classifier_head,
+    weight_sparsity,
+)
+from sparse_mu.unlearn import Unlearner, UnlearnTask
+
+log = logging.getLogger("sparse_mu")
+
+def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
+    """The dense model trained on D (on D_r if `retain`) with the training profile (cached).
+
+    Pruners that read only the initial weights (`needs_trained_base = False`: SynFlow, an
+    imported checkpoint) get an artifact with the initial weights alone: no training.
+    """
+    trained = job.pruner.needs_trained_base
+    inputs = base_inputs(job, retain)
+
+    def make(work: Path, ckpt: Path) -> dict:
+        L.seed_everything(job.seed, verbose=False)
+        net = job.make_net()
+        save_tensors(_cpu_state(net), work / "init.pt")
+        if not trained:
+            return {"trained": False}
+        module = job.train_profile(net, job.forget.retain if retain else None)
+        seconds = job.fit(module, "base (D_r)" if retain else "base", None, CSVLogger(work, name="logs", version=""), ckpt)
+        save_tensors(module.rewind_state, work / "rewind.pt")
+        save_tensors(_cpu_state(net), work / "final.pt")
+        return {"trained": True, "train_seconds": seconds, **job.quick_accuracy(net)}
+
+    art = job.cache.get_or_build("base", inputs, make)
+    files = ("init.pt", "rewind.pt", "final.pt") if trained else ("init.pt",)
+    weights = [load_tensors(art.file(f)) for f in files]
+    return art, BaseWeights(*weights) if trained else BaseWeights(weights[0], None, None)
+
+
+def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = False,
+                epochs: int | None = None) -> tuple[Artifact | None, State, Mask | None]:
+    """The pruner's weights and mask (cached; dense returns the base model).
+
+    Every retraining runs the training profile on D, or on D_r if `retain`, for `epochs` (default:
+    the profile's).
+    """
+    if isinstance(job.pruner, Dense):
+        return None, base.final, None
+    inputs = prune_inputs(job, base_art.key, retain, epochs)
+
+    def make(work: Path, ckpt: Path) -> dict:
+        rounds: list[float] = []
+
+        def train(start: State, mask: Mask) -> State:
+            # Each training run (an IMP round) is kept, so a resumed build skips finished rounds.
+            done = work / f"round{len(rounds)}.pt"
+            if done.is_file():
+                rounds.append(0.0)
+                return load_tensors(done)
+            L.seed_everything(job.seed, verbose=False)
+            net = job.net_with(start)
+            module = job.train_profile(net, job.forget.retain if retain else None, epochs)
+            logger = CSVLogger(work, name="logs", version=f"round{len(rounds)}")
+            rounds.append(job.fit(module, f"prune {len(rounds) + 1}", mask, logger, ckpt / f"round{len(rounds)}"))
+            state = _cpu_state(net)
+            save_tensors(state, done)
+            return state
+
+        # pruners that score a few training samples (SNIP, GraSP) see D, or D_r when un-pruning
+        extra = {"data": (job.data, job.forget.retain if retain else job.data.train)} if job.pruner.needs_data else {}
+        state, mask = job.pruner.prune(job.make_net(), base, train, **extra)
+        for done in work.glob("round*.pt"):
+            done.unlink()
+        save_tensors(state, work / "model.pt")
+        mask.save(work / "mask.pt")
+        net = job.net_with(state)
+        return {"train_seconds": sum(rounds), "sparsity": weight_sparsity(net), "rounds": len(rounds),
+                "layer_sparsity": mask.layer_report(), "head": classifier_head(net), **job.quick_accuracy(net)}
+
+    art = job.cache.get_or_build("prune", inputs, make)
+    return art, load_tensors(art.file("model.pt")), Mask.load(art.file("mask.pt"))
+
+
+def original_stage(job: Job, pruned_key: str, state: State) -> dict:
+    """Metrics of the model before unlearning (cached: the MIA fits are not free)."""
+    def make(work: Path, ckpt: Path) -> dict:
+        return {"metrics": job.metrics(job.net_with(state))}
+
+    return job.cache.get_or_build("original", original_inputs(job, pruned_key), make).meta["metrics"]
+
+
+def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
+            stage: str, logger: Logger | bool, ckpt: Path | None) -> tuple[nn.Module, float, dict]:
+    """Run one unlearner from `state`; returns the net, the loop's seconds and its settings
+    (with the optimiser `steps` Lightning took and, for one-shot methods, `grad_samples`)."""
+    L.seed_everything(job.seed, verbose=False)
+    net = job.net_with(state)
+    task = UnlearnTask(job.data, job.forget, mask, base)
+    module = job.unlearner(node, net, task)
+    if module.budget is not None:
+        module = with_budget(job, node, module, net, task)
+    seconds = job.fit(module, stage, mask, logger, ckpt)
+    work = {"steps": cost.steps_taken(module), "grad_samples": cost.one_shot_samples(module),
+            "max_steps": module.max_steps, "loss_start": module.loss_start, "loss_peak": module.loss_peak}
+    return net, seconds, {**module.settings(), **work}
+
+
+def reference_steps(job: Job, task: UnlearnTask) -> int:
+    """The optimiser steps the Retrain reference (`cfg.reference`) takes: epochs x batches."""
+    return cost.planned_steps(job.unlearner(job.cfg.reference, job.make_net(), task), job.cfg.trainer.limit_train_batches)
+
+
+def with_budget(job: Job, node: DictConfig, module: Unlearner, net: nn.Module, task: UnlearnTask) -> Unlearner:
+    """`module` rebuilt with the epochs (and step limit) that spend `budget` x Retrain's steps."""
+    limit = job.cfg.trainer.limit_train_batches
+    steps_per_epoch = cost.batches_per_epoch(module, limit)
+    epochs, max_steps = cost.budget_schedule(module.budget, reference_steps(job, task), steps_per_epoch)
+    module = build(node, net=net, task=task, seed=job.seed, epochs=epochs)
+    module.max_steps = max_steps
+    log.info("unlearner: budget %g of Retrain's steps: %d epochs%s", module.budget, epochs,
+             f", {max_steps} steps" if max_steps else "")
+    return module
+
+
+def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights) -> Artifact:
+    """Retrain on D_r with the same model, mask, forget set and seed (cached), and its metrics.
+
+    The model is keyed without `eval.*` (evaluation settings never retrain it); its metrics are
+    a second entry keyed with them. The returned artifact is the model's, its `meta["metrics"]`
+    the metrics with `RTE_s`, `steps` and `batch_size` (for the cost ratios).
+    """
+    inputs = reference_inputs(job, pruned_key)
+
+    def make(work: Path, ckpt: Path) -> dict:
+        logger = CSVLogger(work, name="logs", version="")
+        net, seconds, settings = unlearn(job, job.cfg.reference, state, mask, base, "retrain reference", logger, ckpt)
+        save_tensors(_cpu_state(net), work / "model.pt")
+        return {"RTE_s": seconds, "steps": settings.pop("steps"), "settings": settings}
+
+    model = job.cache.get_or_build("reference_model", inputs, make)
+
+    def evaluate_model(work: Path, ckpt: Path) -> dict:
+        return {"metrics": job.metrics(job.net_with(load_tensors(model.file("model.pt"))))}
+
+    scored = job.cache.get_or_build("reference", reference_metrics_inputs(job, model.key), evaluate_model)
+    model.meta["metrics"] = {**scored.meta["metrics"], "RTE_s": model.meta["RTE_s"], "steps": model.meta["steps"],
+                             "batch_size": model.meta["settings"]["batch_size"]}
+    return model
