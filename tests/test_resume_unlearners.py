@@ -38,8 +38,6 @@ METHODS = {
     "scrub": (SCRUB, {**LOOP, "forget_epochs": 2, "forget_batch_size": 16}),
     "retrain": (Retrain, LOOP),
 }
-SALUN_MASK = pytest.mark.xfail(strict=True, reason="SalUn recomputes its saliency mask on resume from the partly "
-                               "unlearned weights (issue 18, deviation 3; fixed by the deviations work)")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +69,7 @@ def _trainer(max_epochs, tmp_path, mask):
                      callbacks=[MaskEnforcer(mask)])
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=SALUN_MASK) if n == "salun" else n for n in METHODS])
+@pytest.mark.parametrize("name", list(METHODS))  # SalUn too: its saliency mask is in the checkpoint
 def test_interrupted_and_resumed_equals_uninterrupted(name, setup, tmp_path):
     task, trained = setup
     whole = _module(name, task, trained)
