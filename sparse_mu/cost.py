@@ -87,9 +87,6 @@ def one_shot_samples(module: L.LightningModule) -> int | None:
     None for an iterative method (its cost is its steps)."""
     if module.automatic_optimization:
         return None
-    counted = getattr(module, "per_sample_gradients", None)  # if the method counts them itself
-    if counted is not None:
-        return int(counted)
     retain, forget = len(module.indices("retain")), len(module.indices("forget"))
     if hasattr(module, "samples"):  # IU
         return retain + forget + min(int(module.samples), retain)
