@@ -30,6 +30,7 @@ def _job(cfg: DictConfig) -> dict | None:
     from sparse_mu.cache import global_rank
     from sparse_mu.devices import gpu_for_job
     from sparse_mu.report import print_run
+    from sparse_mu.validation import validate
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
@@ -37,6 +38,7 @@ def _job(cfg: DictConfig) -> dict | None:
     # a sweep job tells its DDP ranks > 0 (started by Lightning rerunning argv) to run only it
     job = sweep_job(hc.overrides.task, out_dir, hc.job.num) if multirun else nullcontext()
     try:
+        validate(cfg)  # before gpu_for_job reads gpu_per_job (setup validates again: cheap)
         with job, gpu_for_job(cfg, hc.job.num if multirun else 0):
             metrics = pipeline.run(cfg, out_dir)
     except Exception as e:
