@@ -22,7 +22,7 @@ CASES = {
     "backdoor trigger": (["forget=backdoor", "forget.trigger_size=9"], "forget.trigger_size must be at most 6"),
     "type of a setting": (["seed=abc"], "seed must be an integer in [0, 4294967295]; got 'abc'"),
     "unknown key": (["+unlearner.nosuch=1"], "unlearner.nosuch is not a setting of unlearner"),
-    "read before setup": (["gpu_per_job=2"], "gpu_per_job must be true or false; got 2"),
+    "gpu_per_job type": (["gpu_per_job=2"], "gpu_per_job must be true or false; got 2"),
     "transfer target": (["transfer=linear_probe", "dataset@transfer.dataset=npz", "transfer.dataset.path=nowhere.npz"],
                         "transfer.dataset.path must name an existing .npz file"),
 }
