@@ -17,7 +17,7 @@ from sparse_mu.unlearn import (
     InfluenceUnlearning,
     UnlearnTask,
 )
-from tests.tiny import batch, fit, forget_set, mlp, small_digits, trained
+from tests.tiny import batch, fit, forget_set, mlp, random_forget, small_digits, trained
 
 HEAD = ("3.weight", "3.bias")  # the classifier of tests.tiny.mlp
 
@@ -29,8 +29,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def fs(data):
-    g = torch.Generator().manual_seed(0)
-    return forget_set(data, data.train[torch.randperm(len(data.train), generator=g)[:40]])
+    return random_forget(data)
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ from tests.tiny import (
     batch,
     ce,
     fit,
-    forget_set,
     mlp,
+    random_forget,
     sgd_reference,
     small_digits,
     trained,
@@ -44,8 +44,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def fs(data):
-    g = torch.Generator().manual_seed(0)
-    return forget_set(data, data.train[torch.randperm(len(data.train), generator=g)[:40]])
+    return random_forget(data)
 
 
 @pytest.fixture(scope="module")

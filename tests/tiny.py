@@ -101,3 +101,9 @@ def forget_set(data: ImageData, forget: torch.Tensor, kind: str = "random", clas
     forget = forget.sort().values
     retain = data.train[~torch.isin(data.train, forget)]
     return ForgetSet(kind, forget, retain, tuple(classes))
+
+
+def random_forget(data: ImageData, count: int = 40, seed: int = 0) -> ForgetSet:
+    """`count` seeded samples of D as a random forget set."""
+    g = torch.Generator().manual_seed(seed)
+    return forget_set(data, data.train[torch.randperm(len(data.train), generator=g)[:count]])
