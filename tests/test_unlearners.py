@@ -20,14 +20,20 @@ from sparse_mu.pruning import BaseWeights, Mask, classifier_head, prunable_weigh
 from sparse_mu.pruning.pruners import magnitude_scores
 from sparse_mu.unlearn import (
     SCRUB,
+    BadTeacher,
+    BoundaryExpand,
+    BoundaryShrink,
     FisherForgetting,
     FisherForgettingBatch,
     GradientAscent,
     InfluenceUnlearning,
     L1Sparse,
+    LastLayersFineTune,
+    LastLayersRetrain,
     NegGradPlus,
     RandomLabels,
     SalUn,
+    SelectiveSynapticDampening,
     UnlearnTask,
 )
 from tests.conftest import CONF, TINY, compose_cfg
@@ -44,6 +50,16 @@ METHODS = {
     "ff_batch": (FisherForgettingBatch, {"alpha": 1e-9}),
     "iu": (InfluenceUnlearning, {"alpha": 1.0, "samples": 50, "batch_size": 64}),
 }
+# the later baselines (tests/test_unlearners_more.py tests what each computes)
+NEW_METHODS = {
+    "ssd": (SelectiveSynapticDampening, {"alpha": 1.0, "batch_size": 64}),
+    "bad_teacher": (BadTeacher, {**LOOP, "optimizer": "adam", "lr": 1e-3}),
+    "cf_k": (LastLayersFineTune, {**LOOP, "k": 2}),
+    "eu_k": (LastLayersRetrain, {**LOOP, "k": 2}),
+    "boundary_shrink": (BoundaryShrink, {**LOOP, "bound": 0.1}),
+    "boundary_expand": (BoundaryExpand, LOOP),
+}
+MASK_TESTED = METHODS | NEW_METHODS  # every method keeps its mask
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +99,9 @@ def forget_loss(net, data, forget) -> float:
 
 # -- every method: runs, moves the kept weights, keeps pruned weights exactly zero -------------
 
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", list(MASK_TESTED))
 def test_masks_hold_with_weight_decay(digits, name):
-    cls, kwargs = METHODS[name]
+    cls, kwargs = MASK_TESTED[name]
     net = make_net()
     task = make_task(digits, net)
     before = {k: w.detach().clone() for k, w in prunable_weights(net).items()}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -80,9 +78,7 @@ class BackdoorForget(ForgetSpec):
         x, y = data.x.clone(), data.y.clone()
         x[idx] = self.stamp(data.x[idx])
         y[idx] = self.target_class
-        recipe = json.dumps({"data": data.fingerprint, "backdoor": self.settings()}, sort_keys=True)
-        fingerprint = hashlib.blake2b(recipe.encode(), digest_size=16).hexdigest()
-        return replace(data, x=x, y=y, fingerprint=fingerprint, _on_device={})
+        return data.derived({"backdoor": self.settings()}, x=x, y=y)
 
     def select(self, data: ImageData) -> ForgetSet:
         """D_f = the poisoned samples (of `training_data(data)`)."""

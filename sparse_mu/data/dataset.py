@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -33,6 +35,13 @@ class ImageData:
     augment: Augment
     fingerprint: str
     _on_device: dict = field(default_factory=dict, repr=False)
+
+    def derived(self, recipe: dict, **changes) -> ImageData:
+        """A copy with `changes` (e.g. relabelled or poisoned tensors) whose fingerprint covers
+        `recipe`, so models trained on it are cached apart from this data set's."""
+        text = json.dumps({"data": self.fingerprint, **recipe}, sort_keys=True)
+        fingerprint = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        return replace(self, **changes, fingerprint=fingerprint, _on_device={})
 
     @property
     def num_classes(self) -> int:

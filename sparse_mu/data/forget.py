@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -187,10 +185,8 @@ class SubClassForget(ForgetSpec):
               type(data).__name__)
         table = self.mapping(data)
         self._fine = data.y
-        recipe = json.dumps({"data": data.fingerprint, "coarse": table.tolist()})
         names = [f"coarse {c}" for c in range(int(table.max()) + 1)]
-        return replace(data, y=table[data.y], classes=names, _on_device={},
-                       fingerprint=hashlib.blake2b(recipe.encode(), digest_size=16).hexdigest())
+        return data.derived({"coarse": table.tolist()}, y=table[data.y], classes=names)
 
     def select(self, data: ImageData) -> ForgetSet:
         fine = getattr(self, "_fine", None)

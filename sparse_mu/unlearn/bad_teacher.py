@@ -12,14 +12,20 @@ from sparse_mu.errors import check
 from sparse_mu.unlearn.base import Unlearner, UnlearnTask
 
 
-def reinitialised(net: nn.Module, seed: int) -> nn.Module:
-    """A copy of `net` with every layer's parameters drawn afresh (its own `reset_parameters`)."""
-    fresh = copy.deepcopy(net)
+def reset_parameters(modules, seed: int) -> None:
+    """Draw the parameters of `modules` afresh (each one's own `reset_parameters`), seeded,
+    without touching the global random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for m in fresh.modules():
+        for m in modules:
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+
+
+def reinitialised(net: nn.Module, seed: int) -> nn.Module:
+    """A copy of `net` with every layer's parameters drawn afresh."""
+    fresh = copy.deepcopy(net)
+    reset_parameters(fresh.modules(), seed)
     return fresh
 
 

@@ -3,10 +3,10 @@ retrain from scratch, or fine-tune, only the last k layers on D_r."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from sparse_mu.errors import check
+from sparse_mu.unlearn.bad_teacher import reset_parameters
 from sparse_mu.unlearn.base import UnlearnTask
 from sparse_mu.unlearn.ft import FineTune
 
@@ -55,10 +55,6 @@ class LastLayersRetrain(LastLayersFineTune):
     def __init__(self, net: nn.Module, task: UnlearnTask, **kwargs):
         super().__init__(net, task, **kwargs)
         modules = dict(net.named_modules())
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            for name in self.trained:
-                if hasattr(modules[name], "reset_parameters"):
-                    modules[name].reset_parameters()
+        reset_parameters([modules[name] for name in self.trained], self.seed)
         if task.mask is not None:
             task.mask.apply_(net)
