@@ -1,5 +1,6 @@
-"""The applications on top of the stages (docs/applications.md): transfer learning by linear
-probe (`transfer_metrics`) and un-pruning (`unprune_metrics`)."""
+"""The built-in applications on top of the stages (docs/applications.md), registered with
+`sparse_mu.extensions`: transfer learning by linear probe (`Transfer`) and un-pruning
+(`Unprune`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from sparse_mu.cache import (
 from sparse_mu.config import build
 from sparse_mu.data import ImageData, prepare
 from sparse_mu.errors import ConfigError, check
-from sparse_mu.job import Job, State, _cpu_state, _plain, _without
+from sparse_mu.extensions import Application, Done, application
+from sparse_mu.job import Job, State, _cpu_state, _plain, _without, choices
 from sparse_mu.keys import eval_key
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
@@ -29,6 +31,7 @@ from sparse_mu.metrics import (
 )
 from sparse_mu.pruning import (
     BaseWeights,
+    Dense,
     Mask,
     iom,
     iou,
@@ -150,3 +153,38 @@ def unprune_metrics(job: Job, base_art: Artifact, base: BaseWeights, mask: Mask,
             "unpruned": {**{k: m[k] for k in (*GAP_KEYS, *BACKDOOR_KEYS) if k in m},
                          "sparsity": 100.0 * weight_sparsity(unpruned), "RTE_s": round(seconds, 4)},
             "artifacts": {"unpruned": art.key, "unprune_reference": ref_art.key}}
+
+
+@application
+class Transfer(Application):
+    """`transfer=linear_probe`: the source models' features probed on a target data set."""
+
+    name = "transfer"
+
+    def setup(self, job: Job) -> None:
+        job.target = transfer_target(job)
+        # a probe on placeholder features: its settings are checked now, not after the training
+        build(job.cfg.transfer.probe, features=torch.zeros(1, 1), labels=torch.zeros(1, dtype=torch.long),
+              num_classes=job.target.num_classes)
+
+    def metrics(self, done: Done) -> dict:
+        return transfer_metrics(done.job, done.state, done.pruned_key, done.reference, done.net, done.seconds)
+
+
+@application
+class Unprune(Application):
+    """`unprune.enabled=true`: the mask re-derived after unlearning the dense model."""
+
+    name = "unprune"
+
+    def setup(self, job: Job) -> None:
+        cfg, pruner = job.cfg, job.pruner
+        check(pruner.needs_trained_base and not isinstance(pruner, Dense), "pruner",
+              "a pruner of the trained dense model (omp, imp, random) with unprune.enabled=true",
+              choices(cfg)["pruner"])
+        epochs = cfg.unprune.finetune_epochs
+        check(epochs is None or (isinstance(epochs, int) and epochs >= 1), "unprune.finetune_epochs",
+              "null (the training profile's epochs) or an integer >= 1", epochs)
+
+    def metrics(self, done: Done) -> dict:
+        return unprune_metrics(done.job, done.base_art, done.base, done.mask, done.net)

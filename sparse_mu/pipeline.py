@@ -10,7 +10,7 @@ resumes from its last checkpoint when rerun.
 The flow reads top to bottom in `run`; the pieces live beside it: `sparse_mu.job` (the `Job`:
 one run's resolved inputs), `sparse_mu.keys` (each stage's cache key), `sparse_mu.stages` (the
 cached stages and the unlearning loop) and `sparse_mu.applications` (transfer learning and
-un-pruning, docs/applications.md). Backdoor forgetting poisons the data in `setup` and adds
+un-pruning, docs/applications.md), each a unit registered in `sparse_mu.extensions`. Backdoor forgetting poisons the data in `setup` and adds
 SA/ASR to every evaluation.
 """
 
@@ -22,12 +22,10 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sparse_mu import cost
-from sparse_mu.applications import transfer_metrics, transfer_target, unprune_metrics
 from sparse_mu.cache import (
     Artifact,
     ArtifactCache,
@@ -38,7 +36,8 @@ from sparse_mu.cache import (
 )
 from sparse_mu.config import build
 from sparse_mu.data import prepare
-from sparse_mu.errors import ConfigError, check
+from sparse_mu.errors import ConfigError
+from sparse_mu.extensions import Done, enabled
 from sparse_mu.failures import save_results
 from sparse_mu.job import (
     GROUPS,
@@ -60,7 +59,6 @@ from sparse_mu.metrics import (
 )
 from sparse_mu.pruning import (
     BaseWeights,
-    Dense,
     layer_sparsity,
     weight_sparsity,
 )
@@ -90,18 +88,8 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     net = job.make_net()
     pruner.validate(net)
     job.train_profile(net)
-    if cfg.get("transfer"):
-        job.target = transfer_target(job)
-        # a probe on placeholder features: its settings are checked now, not after the training
-        build(cfg.transfer.probe, features=torch.zeros(1, 1), labels=torch.zeros(1, dtype=torch.long),
-              num_classes=job.target.num_classes)
-    if cfg.unprune.enabled:
-        check(pruner.needs_trained_base and not isinstance(pruner, Dense), "pruner",
-              "a pruner of the trained dense model (omp, imp, random) with unprune.enabled=true",
-              choices(cfg)["pruner"])
-        epochs = cfg.unprune.finetune_epochs
-        check(epochs is None or (isinstance(epochs, int) and epochs >= 1), "unprune.finetune_epochs",
-              "null (the training profile's epochs) or an integer >= 1", epochs)
+    for app in enabled(cfg):  # each application's own checks (sparse_mu.extensions)
+        app.setup(job)
     init = _cpu_state(net)
     trained = init if pruner.needs_trained_base else None
     task = UnlearnTask(data, forget, None, BaseWeights(init, trained, trained))
@@ -161,12 +149,11 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                 net, seconds, settings = unlearn(job, cfg.unlearner, state, mask, base, "unlearn",
                                                  loggers or False, ckpt)
         metrics = assemble(job, net, seconds, settings, original, reference, pruned_key, base_art)
-        if cfg.get("transfer"):
-            metrics |= transfer_metrics(job, state, pruned_key, reference, net, seconds)
-        if cfg.unprune.enabled:
-            unpruned = unprune_metrics(job, base_art, base, mask, net)
-            metrics["artifacts"] |= unpruned.pop("artifacts")
-            metrics |= unpruned
+        done = Done(job, base_art, base, state, mask, pruned_key, reference, net, seconds)
+        for app in enabled(cfg):
+            extra = app.metrics(done)
+            metrics["artifacts"] |= extra.pop("artifacts", {})
+            metrics |= extra
         metrics["wall_s"] = round(time.time() - start, 3)
         if rank0:
             save_results(out_dir / "metrics.json", metrics)  # never lost: a temp file if this fails
@@ -185,10 +172,8 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
     net.cpu()
     names = choices(cfg)
     identity = {k: _plain(cfg[k]) for k in GROUPS} | {"seed": job.seed}
-    if cfg.get("transfer"):
-        identity["transfer"] = _plain(cfg.transfer)
-    if cfg.unprune.enabled:
-        identity["unprune"] = _plain(cfg.unprune)
+    for app in enabled(cfg):
+        identity |= app.identity(cfg)
     backdoor = [k for k in BACKDOOR_KEYS if k in m]
     settings = dict(settings)
     work = {k: settings.pop(k, None) for k in ("steps", "grad_samples", "max_steps", "loss_start", "loss_peak")}

@@ -72,3 +72,35 @@ def test_retrain_never_sees_a_forget_sample(tiny_cfg, tmp_path, monkeypatch):
         idx = torch.cat(seen[name])
         assert not torch.isin(idx, forget).any(), name
     assert len(torch.cat(seen["Retrain"]).unique()) == pytest.approx(m["forget_size"] * 4, rel=0.05)  # all of D_r (80 %)
+
+
+def test_an_application_is_a_unit_the_driver_calls(tiny_cfg, tmp_path, monkeypatch):
+    """A registered application is checked in setup, joins the run's identity and adds its
+    metrics and artifacts, without the pipeline naming it (sparse_mu.extensions)."""
+    from sparse_mu import extensions
+    calls = []
+
+    class Probe(extensions.Application):
+        name = "probe_app"
+
+        def enabled(self, cfg):
+            return True
+
+        def setup(self, job):
+            calls.append("setup")
+
+        def identity(self, cfg):
+            return {"probe_app": 1}
+
+        def metrics(self, done):
+            calls.append("metrics")
+            assert done.reference is not None and done.net is not None
+            return {"probe_metric": 7, "artifacts": {"probe": "key"}}
+
+    plain = pipeline.run(tiny_cfg(), tmp_path / "a")
+    monkeypatch.setitem(extensions.REGISTRY, "probe_app", Probe())
+    m = pipeline.run(tiny_cfg(), tmp_path / "b")
+    assert calls == ["setup", "metrics"]
+    assert m["probe_metric"] == 7 and m["artifacts"]["probe"] == "key"
+    assert m["artifacts"]["base"] == plain["artifacts"]["base"]
+    assert m["config_hash"] != plain["config_hash"]
