@@ -72,4 +72,5 @@ def application(cls: type[Application]) -> type[Application]:
 def enabled(cfg: DictConfig) -> list[Application]:
     """The applications this run does, in registration order."""
     import sparse_mu.applications  # noqa: F401  (registers the built-in ones)
+    import sparse_mu.evaluation  # noqa: F401  (per-example tests, docs/evaluation.md)
     return [app for app in REGISTRY.values() if app.enabled(cfg)]

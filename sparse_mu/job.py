@@ -3,6 +3,8 @@ builds nets, trains loops and evaluates; the helpers that turn config nodes into
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import platform
 from dataclasses import dataclass
@@ -101,6 +103,20 @@ class Job:
         return int(self.cfg.seed)
 
     @property
+    def unlearn_seed(self) -> int:
+        """The unlearning seed (loader order, noise of the unlearner): `unlearn_seed`, or `seed`."""
+        value = self.cfg.get("unlearn_seed")
+        return self.seed if value is None else int(value)
+
+    def reseeded(self, seed: int) -> Job:
+        """This job with training seed `seed` (a reference of the store): the config's copy says
+        so (keys, `${seed}` interpolations) and the pruner is rebuilt from it."""
+        cfg = copy.deepcopy(self.cfg)
+        with open_dict(cfg):
+            cfg.seed = seed
+        return dataclasses.replace(self, cfg=cfg, pruner=build(cfg.pruner))
+
+    @property
     def precision(self) -> str:
         """The trainer's precision, resolved (never `auto`)."""
         return str(self.cfg.trainer.precision)
@@ -158,8 +174,10 @@ class Job:
         return build(self.cfg.train, net=net, data=self.data, indices=self.data.train if indices is None else indices,
                      seed=self.seed, **extra)
 
-    def unlearner(self, node: DictConfig, net: nn.Module, task: UnlearnTask) -> Unlearner:
-        return build(node, net=net, task=task, seed=self.seed, node=node._key())  # messages name the node
+    def unlearner(self, node: DictConfig, net: nn.Module, task: UnlearnTask, seed: int | None = None) -> Unlearner:
+        """`node` built on `net`; `seed` (default the training seed) drives its randomness."""
+        return build(node, net=net, task=task, seed=self.seed if seed is None else seed,
+                     node=node._key())  # messages name the node
 
     def outputs(self, net: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax outputs and labels of `net` on `indices`, eval transforms."""

@@ -16,10 +16,21 @@ def forget_key(forget: ForgetSet) -> str:
     return stable_hash(forget.to_json())
 
 
+# eval.damage only judges the metrics afterwards; the per-example settings choose which extra
+# models are scored (their own runs and keys), never what a stage computes
+NOT_IN_EVAL_KEY = {"damage", "references", "unlearn_seeds", "per_example", "retain_sample"}
+
+
 def eval_key(job: Job) -> dict:
-    # eval.damage only judges the metrics afterwards
-    evaluation = {k: v for k, v in _plain(job.cfg.eval).items() if k != "damage"}
+    evaluation = {k: v for k, v in _plain(job.cfg.eval).items() if k not in NOT_IN_EVAL_KEY}
     return {"eval": evaluation, "forget": forget_key(job.forget), "seed": job.seed}
+
+
+def unlearn_seed_key(job: Job, seed: int | None = None) -> dict:
+    """The unlearning seed, when it differs from the training seed (absent by default, so keys
+    from before the seeds were separate axes stay as they were)."""
+    seed = job.unlearn_seed if seed is None else seed
+    return {} if seed == job.seed else {"unlearn_seed": seed}
 
 
 def trainer_key(job: Job) -> dict:
@@ -58,22 +69,23 @@ def original_inputs(job: Job, pruned_key: str) -> dict:
     return {"pruned": pruned_key, **eval_key(job)}
 
 
-def reference_inputs(job: Job, pruned_key: str) -> dict:
+def reference_inputs(job: Job, pruned_key: str, seed: int | None = None) -> dict:
     """The Retrain reference model's key: no `eval.*`, so evaluation settings never retrain it
-    (its metrics are an entry of their own, `reference_metrics_inputs`)."""
+    (its metrics are an entry of their own, `reference_metrics_inputs`). `seed`: the training
+    seed of one reference of the store (default: the job's, today's single reference)."""
     return {"pruned": pruned_key, "reference": _plain(job.cfg.reference), "trainer": trainer_key(job),
-            "forget": forget_key(job.forget), "seed": job.seed}
+            "forget": forget_key(job.forget), "seed": job.seed if seed is None else seed}
 
 
 def reference_metrics_inputs(job: Job, model_key: str) -> dict:
     return {"model": model_key, **eval_key(job)}
 
 
-def unlearn_inputs(job: Job, pruned_key: str) -> dict:
+def unlearn_inputs(job: Job, pruned_key: str, seed: int | None = None) -> dict:
     """The unlearning run's checkpoint folder (a scratch key: the run itself is never cached).
     With a budget, the epochs follow from the Retrain reference's steps, so its recipe counts."""
     inputs = {"pruned": pruned_key, "unlearner": _plain(job.cfg.unlearner), "trainer": trainer_key(job),
-              **eval_key(job)}
+              **eval_key(job), **unlearn_seed_key(job, seed)}
     if job.cfg.unlearner.get("budget") is not None:
         inputs["reference"] = _plain(job.cfg.reference)
     return inputs

@@ -36,7 +36,7 @@ from sparse_mu.cache import (
 )
 from sparse_mu.config import build
 from sparse_mu.data import prepare
-from sparse_mu.errors import ConfigError
+from sparse_mu.errors import ConfigError, check
 from sparse_mu.extensions import Done, enabled
 from sparse_mu.failures import save_results
 from sparse_mu.job import (
@@ -49,7 +49,7 @@ from sparse_mu.job import (
     pick_device,
     resolve_speed_settings,
 )
-from sparse_mu.keys import unlearn_inputs
+from sparse_mu.keys import unlearn_inputs, unlearn_seed_key
 from sparse_mu.loggers import finish_loggers, job_loggers, log_stage_curves
 from sparse_mu.metrics import (
     BACKDOOR_KEYS,
@@ -62,7 +62,14 @@ from sparse_mu.pruning import (
     layer_sparsity,
     weight_sparsity,
 )
-from sparse_mu.stages import base_stage, original_stage, prune_stage, reference_stage, unlearn
+from sparse_mu.stages import (
+    base_stage,
+    original_stage,
+    prune_stage,
+    reference_kind,
+    reference_stage,
+    unlearn,
+)
 from sparse_mu.unlearn import UnlearnTask
 from sparse_mu.validation import validate
 
@@ -84,6 +91,9 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
                           f"{len(forget.retain)} samples; both must be non-empty")
     if int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"checkpoint_every must be >= 0 (0 = no checkpoints); got {cfg.checkpoint_every}")
+    check(not cfg.unlearner.get("then_prune"), "unlearner",
+          "an unlearner (retrain_then_prune is a Retrain reference only: reference=retrain_then_prune)",
+          choices(cfg)["unlearner"])
     job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), device)
     net = job.make_net()
     pruner.validate(net)
@@ -139,7 +149,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                                "reference": reference and reference.path})
     metrics: dict = {}
     try:
-        if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference):
+        if reference is not None and _plain(cfg.unlearner) == _plain(cfg.reference) and job.unlearn_seed == job.seed:
             log.info("unlearner: identical to the Retrain reference; reusing it (RTE from its build)")
             net = job.net_with(load_tensors(reference.file("model.pt")))
             seconds = reference.meta["RTE_s"]
@@ -171,7 +181,7 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
     gap = gaps(m, ref) if ref else None
     net.cpu()
     names = choices(cfg)
-    identity = {k: _plain(cfg[k]) for k in GROUPS} | {"seed": job.seed}
+    identity = {k: _plain(cfg[k]) for k in GROUPS} | {"seed": job.seed} | unlearn_seed_key(job)
     for app in enabled(cfg):
         identity |= app.identity(cfg)
     backdoor = [k for k in BACKDOOR_KEYS if k in m]
@@ -203,6 +213,8 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         "device": device_name(job.device),
         "precision": job.precision,
         "seed": job.seed,
+        "unlearn_seed": job.unlearn_seed,
+        "reference_kind": reference_kind(job) if ref else None,
         **{k: names[k] for k in ("dataset", "arch", "pruner", "unlearner", "forget")},
         "forget_size": len(job.forget.forget),
         "class_idx": job.forget.class_idx,

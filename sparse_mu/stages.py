@@ -3,6 +3,7 @@ reference, and `unlearn`, the loop every unlearning run (and Retrain) goes throu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -117,15 +118,18 @@ def original_stage(job: Job, pruned_key: str, state: State) -> dict:
 
 
 def unlearn(job: Job, node: DictConfig, state: State, mask: Mask | None, base: BaseWeights,
-            stage: str, logger: Logger | bool, ckpt: Path | None) -> tuple[nn.Module, float, dict]:
+            stage: str, logger: Logger | bool, ckpt: Path | None, seed: int | None = None) -> tuple[nn.Module, float, dict]:
     """Run one unlearner from `state`; returns the net, the loop's seconds and its settings
-    (with the optimiser `steps` Lightning took and, for one-shot methods, `grad_samples`)."""
-    L.seed_everything(job.seed, verbose=False)
+    (with the optimiser `steps` Lightning took and, for one-shot methods, `grad_samples`).
+    `seed` drives the loop's randomness: the unlearning seed by default (a Retrain reference
+    passes its training seed)."""
+    seed = job.unlearn_seed if seed is None else seed
+    L.seed_everything(seed, verbose=False)
     net = job.net_with(state)
     task = UnlearnTask(job.data, job.forget, mask, base)
-    module = job.unlearner(node, net, task)
+    module = job.unlearner(node, net, task, seed)
     if module.budget is not None:
-        module = with_budget(job, node, module, net, task)
+        module = with_budget(job, node, module, net, task, seed)
     seconds = job.fit(module, stage, mask, logger, ckpt)
     work = {"steps": cost.steps_taken(module), "grad_samples": cost.one_shot_samples(module),
             "max_steps": module.max_steps, "loss_start": module.loss_start, "loss_peak": module.loss_peak}
@@ -137,34 +141,79 @@ def reference_steps(job: Job, task: UnlearnTask) -> int:
     return cost.planned_steps(job.unlearner(job.cfg.reference, job.make_net(), task), job.cfg.trainer.limit_train_batches)
 
 
-def with_budget(job: Job, node: DictConfig, module: Unlearner, net: nn.Module, task: UnlearnTask) -> Unlearner:
+def with_budget(job: Job, node: DictConfig, module: Unlearner, net: nn.Module, task: UnlearnTask,
+                seed: int) -> Unlearner:
     """`module` rebuilt with the epochs (and step limit) that spend `budget` x Retrain's steps."""
     limit = job.cfg.trainer.limit_train_batches
     steps_per_epoch = cost.batches_per_epoch(module, limit)
     epochs, max_steps = cost.budget_schedule(module.budget, reference_steps(job, task), steps_per_epoch)
-    module = build(node, net=net, task=task, seed=job.seed, epochs=epochs)
+    module = build(node, net=net, task=task, seed=seed, epochs=epochs)
     module.max_steps = max_steps
     log.info("unlearner: budget %g of Retrain's steps: %d epochs%s", module.budget, epochs,
              f", {max_steps} steps" if max_steps else "")
     return module
 
 
+def reference_kind(job: Job) -> str:
+    """Which Retrain reference the run compares with: `retrain_with_mask` (the pruned model's
+    mask kept, trained on D_r from its init) or `retrain_then_prune` (dense training on D_r, then
+    the same pruner; `reference=retrain_then_prune`)."""
+    return "retrain_then_prune" if job.cfg.reference.get("then_prune") else "retrain_with_mask"
+
+
+def reference_model(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights,
+                    seed: int | None = None, on_all: bool = False) -> Artifact:
+    """One Retrain reference model of the store (cached; keyed without `eval.*`): training seed
+    `seed` (default the job's). Its meta holds `RTE_s`, `steps` and the loop's `settings`.
+
+    With `on_all`, the same recipe on all of D instead of D_r: an original model of training seed
+    `seed` (the per-example tests' untouched original, stage `original_model`).
+    """
+    seed = job.seed if seed is None else seed
+    inputs = reference_inputs(job, pruned_key, seed) | ({"on": "D"} if on_all else {})
+    stage = "original_model" if on_all else "reference_model"
+    if reference_kind(job) == "retrain_then_prune":
+        return _then_prune_model(job, stage, inputs, seed, on_all)
+    name = ("original (reference recipe on D)" if on_all else "retrain reference") + (
+        "" if seed == job.seed else f" (seed {seed})")
+    trained = dataclasses.replace(job, forget=dataclasses.replace(job.forget, retain=job.data.train)) if on_all else job
+
+    def make(work: Path, ckpt: Path) -> dict:
+        logger = CSVLogger(work, name="logs", version="")
+        net, seconds, settings = unlearn(trained, job.cfg.reference, state, mask, base, name, logger, ckpt, seed)
+        save_tensors(_cpu_state(net), work / "model.pt")
+        return {"RTE_s": seconds, "steps": settings.pop("steps"), "settings": settings, "seed": seed}
+
+    return job.cache.get_or_build(stage, inputs, make)
+
+
+def _then_prune_model(job: Job, stage: str, inputs: dict, seed: int, on_all: bool) -> Artifact:
+    """Retrain-then-prune: the dense model trained on D_r (on D if `on_all`), then the job's
+    pruner (retraining on the same data), both from training seed `seed` and both cached stages
+    of their own."""
+    seeded = job.reseeded(seed)
+    retain = not on_all
+    base_art, base = base_stage(seeded, retain=retain)
+    prune_art, state, _ = prune_stage(seeded, base_art, base, retain=retain)
+    built = prune_art or base_art
+
+    def make(work: Path, ckpt: Path) -> dict:
+        save_tensors(state, work / "model.pt")
+        seconds = base_art.meta.get("train_seconds", 0.0) + (prune_art.meta["train_seconds"] if prune_art else 0.0)
+        settings = {"batch_size": int(job.cfg.train.batch_size), "from": built.key}
+        return {"RTE_s": seconds, "steps": None, "settings": settings, "seed": seed}
+
+    return job.cache.get_or_build(stage, {**inputs, "from": built.key}, make)
+
+
 def reference_stage(job: Job, pruned_key: str, state: State, mask: Mask | None, base: BaseWeights) -> Artifact:
-    """Retrain on D_r with the same model, mask, forget set and seed (cached), and its metrics.
+    """The Retrain reference (`reference_model` with the job's seed, cached) and its metrics.
 
     The model is keyed without `eval.*` (evaluation settings never retrain it); its metrics are
     a second entry keyed with them. The returned artifact is the model's, its `meta["metrics"]`
     the metrics with `RTE_s`, `steps` and `batch_size` (for the cost ratios).
     """
-    inputs = reference_inputs(job, pruned_key)
-
-    def make(work: Path, ckpt: Path) -> dict:
-        logger = CSVLogger(work, name="logs", version="")
-        net, seconds, settings = unlearn(job, job.cfg.reference, state, mask, base, "retrain reference", logger, ckpt)
-        save_tensors(_cpu_state(net), work / "model.pt")
-        return {"RTE_s": seconds, "steps": settings.pop("steps"), "settings": settings}
-
-    model = job.cache.get_or_build("reference_model", inputs, make)
+    model = reference_model(job, pruned_key, state, mask, base)
 
     def evaluate_model(work: Path, ckpt: Path) -> dict:
         return {"metrics": job.metrics(job.net_with(load_tensors(model.file("model.pt"))))}

@@ -72,6 +72,10 @@ class Eval:
     batch_size: Annotated[int, Range(1)] | None
     mia_features: list[MiaFeature]
     mia_privacy: bool
+    references: Annotated[int, Range(1)]
+    unlearn_seeds: Annotated[int, Range(1)]
+    per_example: bool | None
+    retain_sample: Annotated[int, Range(1)]
     damage: Damage
 
 
@@ -99,6 +103,7 @@ class Run:
     """The settings of sparse_mu/conf/run.yaml that no component takes (the defaults live there)."""
 
     seed: Annotated[int, Range(0, 2**32 - 1)]
+    unlearn_seed: Annotated[int, Range(0, 2**32 - 1)] | None
     gpu_per_job: bool
     checkpoint_every: Annotated[int, Range(0)]
     fast: Fast

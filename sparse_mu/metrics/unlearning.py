@@ -15,7 +15,8 @@ from sparse_mu.metrics.mia import mia_efficacy, mia_privacy
 
 GAP_KEYS = ("UA", "RA", "TA", "MIA_efficacy")
 # The nested records of metrics.json whose numbers go to the loggers and the sweep reports.
-NESTED = ("retrain", "gap", "original", "transfer_acc", "transfer_time_s", "unpruned")
+NESTED = ("retrain", "gap", "original", "transfer_acc", "transfer_time_s", "unpruned", "per_example",
+          "per_example_original")
 
 
 def evaluate(net: nn.Module, data: ImageData, forget: ForgetSet, *, seed: int, batch_size: int = 1024,
