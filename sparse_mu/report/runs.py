@@ -41,6 +41,10 @@ OPERATIONAL = (
 # The seed(s): never part of a row's identity. A config value equal to the seed in every run
 # (forget.seed = ${seed}) is derived from it and is dropped too.
 SEED = "seed"
+# The unlearning seed (`unlearn_seed`, null = the training seed): pooled like the seed; the
+# summary's std is over training seeds (each one's mean over its unlearning seeds) and
+# `<metric>_std_unlearn` the mean spread over unlearning seeds within a training seed.
+UNLEARN_SEED = "unlearn_seed"
 # Not config, but recorded per run and they change the numbers (RTE above all): never pooled.
 RECORDED = ("device", "precision")
 # The metrics.json keys that name the chosen options; with the target sparsity they are the
@@ -154,7 +158,7 @@ def _operational(column: str) -> bool:
 def identity(runs: pd.DataFrame) -> list[str]:
     """The columns, besides BASE, whose values differ between runs and keep them apart: config
     values (less seeds and OPERATIONAL) and the RECORDED device and precision."""
-    config = [c for c in runs if c.startswith("config.") and not _operational(c)]
+    config = [c for c in runs if c.startswith("config.") and not _operational(c) and c != f"config.{UNLEARN_SEED}"]
     seed = runs.get(f"config.{SEED}")
     derived = [c for c in config if seed is not None and runs[c].eq(seed).all()]
     candidates = [c for c in config if c not in derived] + [k for k in RECORDED if k in runs]
@@ -230,8 +234,10 @@ def label(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of every numeric metric, one row per experiment (every identity
-    column, under its config name: `forget.fraction`), `seeds` = runs pooled. A run that repeats
+    """Mean and std over training seeds of every numeric metric (a training seed's runs with
+    several unlearning seeds first averaged; their spread is `_std_unlearn`), one row per
+    experiment (every identity column, under its config name: `forget.fraction`), `seeds` =
+    runs pooled, `train_seeds` = training seeds among them. A run that repeats
     an experiment and seed already seen (the same job run twice) is not a new sample: the last
     one by folder is kept and `repeats` counts the others."""
     runs, keys = label(runs)
@@ -247,16 +253,24 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         "unlearner",
         *keys,
     ]
-    repeat = runs.duplicated([*by, "seed"], keep="last")
+    by += [c for c in ("reference_kind",) if c in runs]  # which Retrain reference (never pooled)
+    seeds = ["seed", *([UNLEARN_SEED] if UNLEARN_SEED in runs else [])]
+    repeat = runs.duplicated([*by, *seeds], keep="last")
     repeats = runs[repeat].groupby(by, dropna=False).size()
     runs = runs[~repeat]
-    skip = {*by, "seed", "class_idx"}
+    skip = {*by, *seeds, "class_idx"}
     numeric = [c for c in runs.select_dtypes("number").columns if c not in skip]
-    grouped = runs.groupby(by, dropna=False, sort=True)
+    per_seed = runs.groupby([*by, "seed"], dropna=False, sort=True)[numeric]
+    grouped = per_seed.mean().groupby(by, dropna=False, sort=True)
     out = grouped[numeric].agg(["mean", "std"])
     out.columns = [f"{m}_{s}" for m, s in out.columns]
-    out["seeds"] = grouped.size()
+    within = per_seed.std().groupby(by, dropna=False, sort=True).mean()
+    if within.notna().any().any():  # several unlearning seeds per training seed
+        out = out.join(within.add_suffix("_std_unlearn"))
+    pooled = runs.groupby(by, dropna=False, sort=True)
+    out["seeds"] = pooled.size()
+    out["train_seeds"] = pooled["seed"].nunique()
     out["repeats"] = repeats.reindex(out.index, fill_value=0)
     if FLAG in runs:
-        out[FLAG] = grouped[FLAG].sum().astype(int)
+        out[FLAG] = pooled[FLAG].sum().astype(int)
     return out.reset_index().rename(columns={c: _name(c) for c in keys})

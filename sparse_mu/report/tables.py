@@ -16,7 +16,7 @@ def _cell(row: pd.Series, metric: str) -> str:
     mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
     if mean is None or pd.isna(mean):
         return "-"
-    text = f"{mean:.2f}" + (f" ± {std:.2f}" if pd.notna(std) and row["seeds"] > 1 else "")
+    text = f"{mean:.2f}" + (f" ± {std:.2f}" if pd.notna(std) and row.get("train_seeds", row["seeds"]) > 1 else "")
     gap = row.get(f"gap.{metric}_mean")
     if metric in GAP_METRICS and gap is not None and pd.notna(gap):
         text += f" ({gap:+.2f})"
