@@ -91,9 +91,9 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
                           f"{len(forget.retain)} samples; both must be non-empty")
     if int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"checkpoint_every must be >= 0 (0 = no checkpoints); got {cfg.checkpoint_every}")
-    check(not cfg.unlearner.get("then_prune"), "unlearner",
-          "an unlearner (retrain_then_prune is a Retrain reference only: reference=retrain_then_prune)",
-          choices(cfg)["unlearner"])
+    check(not cfg.unlearner.get("then_prune"), "unlearner.then_prune",
+          "false (unlearner=retrain_then_prune: that is a Retrain reference only, reference=retrain_then_prune)",
+          cfg.unlearner.get("then_prune"))
     job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), device)
     net = job.make_net()
     pruner.validate(net)

@@ -93,7 +93,8 @@ def computing_settings(job: pipeline.Job) -> list[tuple[str, str, object]]:
     cfg, out = job.cfg, [("seed", "seed", job.seed + 1)]
     for group in ("dataset", "arch", "train", "pruner", "unlearner", "reference", "eval", "trainer"):
         skip = job_module._OPERATIONAL.get(group, set()) | ({"path"} if group == "pruner" else set())
-        skip |= {"damage"} if group == "eval" else set()  # judges finished metrics: operational below
+        # damage judges finished metrics; the per-example settings pick extra models: operational below
+        skip |= key_inputs.NOT_IN_EVAL_KEY if group == "eval" else set()
         plain = OmegaConf.to_container(cfg[group], resolve=True)
         out += [(group, p, changed(OmegaConf.select(cfg, p))) for p in leaves(plain, group)
                 if p.split(".")[1] not in skip]
@@ -109,6 +110,8 @@ def operational_settings(job: pipeline.Job) -> list[tuple[str, object]]:
         plain = OmegaConf.to_container(cfg[group], resolve=True)
         out += [(p, changed(OmegaConf.select(cfg, p))) for p in leaves(plain, group)]
     out += [(p, changed(OmegaConf.select(cfg, p))) for p in leaves(OmegaConf.to_container(cfg.eval.damage), "eval.damage")]
+    out += [(f"eval.{k}", changed(cfg.eval[k])) for k in sorted(key_inputs.NOT_IN_EVAL_KEY - {"damage"})]
+    out.append(("unlearn_seed", job.seed))  # the unlearning seed spelled out as the training seed's
     return out + list(OPERATIONAL_TOP.items())
 
 
@@ -169,7 +172,7 @@ def test_operational_settings_change_no_key(pruner, tmp_path, checkpoint_file):
                     for stage, key in stage_keys(mutated(job, path, value)).items() if key != before[stage]]
     assert not changed_keys, changed_keys
     assert {"fast.channels_last", "fast.compile", "trainer.enable_progress_bar", "checkpoint_every",
-            "paths.cache_dir"} <= {p for p, _ in settings}
+            "paths.cache_dir", "eval.references", "eval.unlearn_seeds"} <= {p for p, _ in settings}
 
 
 def test_pruner_objects_in_the_keys(tmp_path, checkpoint_file):
