@@ -20,6 +20,14 @@ TABLE_METRICS = (
     "cost_vs_retrain_steps",
     "cost_vs_retrain_s",
 )
+# The per-example tests' table (docs/evaluation.md): metrics.json's `per_example` (unlearned
+# models) and `per_example_original` (the original) against the reference store.
+PER_EXAMPLE_METRICS = ("forget_ulira_auc", "forget_ulira_tpr_at_1fpr", "retain_ulira_auc", "forget_F", "score",
+                       "forget_klom", "retain_klom", "forget_js", "test_js", "forget_act", "weight_l2")
+PER_EXAMPLE_LABELS = {"forget_ulira_auc": "U-LiRA AUC D_f", "forget_ulira_tpr_at_1fpr": "TPR@1%FPR D_f",
+                      "retain_ulira_auc": "U-LiRA AUC D_r", "forget_F": "F D_f", "score": "score",
+                      "forget_klom": "KLOM D_f", "retain_klom": "KLOM D_r", "forget_js": "JS D_f",
+                      "test_js": "JS test", "forget_act": "act. dist. D_f", "weight_l2": "L2 weights"}
 # A per-run flag (sparse_mu.cost): the table counts the flagged runs of each row (e.g. "1/3").
 FLAG = "damaged"
 LABELS = {

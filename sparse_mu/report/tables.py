@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sparse_mu.report.columns import FLAG, GAP_METRICS, LABELS, TABLE_METRICS
+from sparse_mu.report.columns import (
+    FLAG,
+    GAP_METRICS,
+    LABELS,
+    PER_EXAMPLE_LABELS,
+    PER_EXAMPLE_METRICS,
+    TABLE_METRICS,
+)
 
 # One table per setting; `setting` holds the other values that differ between runs.
 BLOCK = ["dataset", "arch", "forget", "setting"]
@@ -67,12 +74,45 @@ def _table(block: pd.DataFrame) -> list[str]:
             for v, r in originals.iterrows()
         )
         out += ["", f"Original model before unlearning: {notes}."]
+    out += _per_example_table(block, order)
     if repeats := int(block["repeats"].sum()):
         out += [
             "",
             f"{repeats} runs repeat an experiment and seed of this table (the same job "
             "run again); each counts once (the last by folder).",
         ]
+    return out
+
+
+def _pe_cell(row: pd.Series, column: str, spread: bool) -> str:
+    mean, std = row.get(f"{column}_mean"), row.get(f"{column}_std")
+    if mean is None or pd.isna(mean):
+        return "-"
+    return f"{mean:.3g}" + (f" ± {std:.2g}" if spread and pd.notna(std) else "")
+
+
+def _per_example_table(block: pd.DataFrame, order: list[str]) -> list[str]:
+    """The per-example tests of the block's runs (when they have them): each method's unlearned
+    models and the original, against the reference store named in the heading."""
+    if "per_example.forget_ulira_auc_mean" not in block or block["per_example.forget_ulira_auc_mean"].isna().all():
+        return []
+    rows = block[block["per_example.forget_ulira_auc_mean"].notna()]
+    metrics = [m for m in PER_EXAMPLE_METRICS if f"per_example.{m}_mean" in rows]
+    kinds = ", ".join(sorted(rows["reference_kind"].dropna().astype(str).unique())) if "reference_kind" in rows else "?"
+    n, m = rows["per_example.references_mean"].max(), rows["per_example.unlearn_seeds_mean"].max()
+    header = ["method"] + [f"{PER_EXAMPLE_LABELS.get(k, k)} {v}" for k in metrics for v in order]
+    out = ["", f"Per-example tests against the reference store (reference: {kinds}; {n:g} references, "
+           f"{m:g} unlearned models per method; docs/evaluation.md). Cells: mean ± std over training seeds.",
+           "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells = rows.set_index(["method", "variant"])
+    for method in methods(rows):
+        line = [method] + [_pe_cell(cells.loc[(method, v)], f"per_example.{k}", cells.loc[(method, v)]["train_seeds"] > 1)
+                           if (method, v) in cells.index else "" for k in metrics for v in order]
+        out.append("| " + " | ".join(line) + " |")
+    first = rows.sort_values("method").groupby("variant").first()
+    line = ["original (nothing unlearned)"] + [_pe_cell(first.loc[v], f"per_example_original.{k}", False)
+                                               if v in first.index else "" for k in metrics for v in order]
+    out.append("| " + " | ".join(line) + " |")
     return out
 
 
