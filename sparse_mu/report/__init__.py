@@ -20,6 +20,7 @@ from rich.console import Console
 
 from sparse_mu.cache import write_json
 from sparse_mu.report.console import print_run, run_table
+from sparse_mu.report.per_example_plot import plot_per_example
 from sparse_mu.report.plots import figure, plot
 from sparse_mu.report.runs import collect, summarise
 from sparse_mu.report.tables import markdown
@@ -50,7 +51,8 @@ def report(root: str | Path, out_dir: str | Path | None = None) -> dict:
         summary = summarise(runs)
         summary.to_csv(out_dir / "report.csv", index=False, float_format="%.4f")
         (out_dir / "report.md").write_text(markdown(summary, failed, len(runs), unreadable))
-        written["files"] = [out_dir / "report.md", out_dir / "report.csv", *plot(summary, out_dir)]
+        written["files"] = [out_dir / "report.md", out_dir / "report.csv", *plot(summary, out_dir),
+                            *plot_per_example(summary, out_dir)]
     elif failed or unreadable:
         (out_dir / "report.md").write_text(markdown(None, failed, 0, unreadable))
         written["files"] = [out_dir / "report.md"]
