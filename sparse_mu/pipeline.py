@@ -78,6 +78,8 @@ log = logging.getLogger("sparse_mu")
 def setup(cfg: DictConfig, out_dir: Path) -> Job:
     """Instantiate and check every component before any training: bad input fails here."""
     validate(cfg)  # every setting's type, and unknown keys (sparse_mu.validation)
+    check(isinstance(cfg.reference, DictConfig), "reference",
+          "a Retrain reference chosen as unlearner@reference=NAME (retrain, retrain_then_prune)", cfg.reference)
     L.seed_everything(int(cfg.seed), verbose=False)
     device = pick_device(cfg)
     resolve_speed_settings(cfg, device)
@@ -92,7 +94,7 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     if int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"checkpoint_every must be >= 0 (0 = no checkpoints); got {cfg.checkpoint_every}")
     check(not cfg.unlearner.get("then_prune"), "unlearner.then_prune",
-          "false (unlearner=retrain_then_prune: that is a Retrain reference only, reference=retrain_then_prune)",
+          "false (unlearner=retrain_then_prune: that is a Retrain reference only, unlearner@reference=retrain_then_prune)",
           cfg.unlearner.get("then_prune"))
     job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), device)
     net = job.make_net()

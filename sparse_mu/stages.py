@@ -157,7 +157,7 @@ def with_budget(job: Job, node: DictConfig, module: Unlearner, net: nn.Module, t
 def reference_kind(job: Job) -> str:
     """Which Retrain reference the run compares with: `retrain_with_mask` (the pruned model's
     mask kept, trained on D_r from its init) or `retrain_then_prune` (dense training on D_r, then
-    the same pruner; `reference=retrain_then_prune`)."""
+    the same pruner; `unlearner@reference=retrain_then_prune`)."""
     return "retrain_then_prune" if job.cfg.reference.get("then_prune") else "retrain_with_mask"
 
 

@@ -56,10 +56,11 @@ def test_the_unlearning_seed_moves_only_the_unlearning_key(tmp_path):
     (["eval.references=2"], r"^eval\.references must be >= 3 with per-example tests .*; got 2$"),
     (["eval.references=4", "eval.unlearn_seeds=1"], r"^eval\.unlearn_seeds must be >= 3 .*; got 1$"),
     (["eval.per_example=true", "eval.retrain_reference=false"], r"^eval\.retrain_reference must be true"),
+    (["reference=retrain_then_prune"], r"^reference must be a Retrain reference chosen as unlearner@reference=NAME"),
     (["eval.per_example=maybe"], r"^eval\.per_example must be"),
     (["unlearn_seed=-1"], r"^unlearn_seed must be"),
     (["unlearner=retrain_then_prune"], r"^unlearner\.then_prune must be false \(unlearner=retrain_then_prune: "
-                                       r"that is a Retrain reference only, reference=retrain_then_prune\); got True$"),
+                                       r"that is a Retrain reference only, unlearner@reference=retrain_then_prune\); got True$"),
 ])
 def test_bad_settings_fail_before_training(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
@@ -114,7 +115,7 @@ def test_unseen_retrain_is_indistinguishable_the_original_is_not_and_the_store_i
 
 
 def test_retrain_then_prune_is_named_and_built_from_a_dense_model_on_the_retain_set(tmp_path):
-    m = pipeline.run(compose_cfg([*TINY, "reference=retrain_then_prune", "unlearner=ga"], tmp_path), tmp_path / "r")
+    m = pipeline.run(compose_cfg([*TINY, "unlearner@reference=retrain_then_prune", "unlearner=ga"], tmp_path), tmp_path / "r")
     assert m["reference_kind"] == "retrain_then_prune" and m["retrain"]["RTE_s"] > 0
     assert len(list((tmp_path / "cache" / "base").glob("*/meta.json"))) == 2  # on D, and on D_r
     assert len(list((tmp_path / "cache" / "prune").glob("*/meta.json"))) == 2

@@ -11,7 +11,7 @@ class Retrain(FineTune):
     rewind-epoch weights with `start: rewind`, with the mask applied; the training profile's
     schedule by default.
 
-    `then_prune: true` (`reference=retrain_then_prune`) is for the Retrain reference only: the
+    `then_prune: true` (`unlearner@reference=retrain_then_prune`) is for the Retrain reference only: the
     pipeline then trains a dense model on D_r and runs the job's pruner on it instead of this
     loop (`sparse_mu.stages.reference_model`); as the unlearner it is refused (`pipeline.setup`).
     """
