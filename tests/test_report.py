@@ -368,3 +368,27 @@ def test_lines_against_sparsity_keep_coinciding_series_visible(tmp_path):
     reference = next(line for line in ua.get_lines() if line.get_label() == "Retrain (reference)")
     assert reference.get_color() == "black" and reference.get_linestyle() == "--"
     assert len(fig.legends) == 1 and ua.get_legend() is None
+
+
+def test_unlearning_seeds_pool_and_the_spread_is_over_training_seeds(tmp_path):
+    """Two training seeds x two unlearning seeds: one row, std over the training seeds' means,
+    the within-seed spread apart; the per-example table names its reference."""
+    pe = {"per_example": {"reference": "retrain_then_prune", "references": 8, "unlearn_seeds": 8,
+                          "forget_ulira_auc": 80.0, "forget_F": 0.2},
+          "per_example_original": {"forget_ulira_auc": 60.0, "forget_F": 0.25},
+          "reference_kind": "retrain_then_prune"}
+    for seed in (0, 1):
+        for u in (100, 101):
+            ua = 10.0 * seed + (u - 100)  # training seed moves UA by 10, unlearning seed by 1
+            _run(tmp_path, f"{seed}_{u}", seed=seed, ua=ua, config={"unlearn_seed": u},
+                 metrics={**pe, "unlearn_seed": u})
+    files = report(tmp_path)["files"]
+    csv = pd.read_csv(files[1])
+    assert len(csv) == 1 and csv["seeds"].item() == 4 and csv["train_seeds"].item() == 2
+    assert csv["UA_mean"].item() == pytest.approx(5.5)
+    assert csv["UA_std"].item() == pytest.approx(np.std([0.5, 10.5], ddof=1), abs=1e-3)
+    assert csv["UA_std_unlearn"].item() == pytest.approx(np.std([0, 1], ddof=1), abs=1e-3)
+    md = files[0].read_text()
+    assert "reference: retrain_then_prune; 8 references, 8 unlearned models" in md
+    assert "| original (nothing unlearned) | 60 |" in md
+    assert any(f.name.startswith("per_example_") for f in files)
