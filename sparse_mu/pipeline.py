@@ -61,6 +61,7 @@ from sparse_mu.metrics import (
 from sparse_mu.pruning import (
     BaseWeights,
     Dense,
+    flops_report,
     layer_sparsity,
     weight_sparsity,
 )
@@ -97,7 +98,7 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
               num_classes=job.target.num_classes)
     if cfg.unprune.enabled:
         check(pruner.needs_trained_base and not isinstance(pruner, Dense), "pruner",
-              "a pruner of the trained dense model (omp, imp, random) with unprune.enabled=true",
+              "a pruner of the trained dense model (omp, imp, random, n_m, filter_l1) with unprune.enabled=true",
               choices(cfg)["pruner"])
         epochs = cfg.unprune.finetune_epochs
         check(epochs is None or (isinstance(epochs, int) and epochs >= 1), "unprune.finetune_epochs",
@@ -206,6 +207,7 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         "RTE_s": round(seconds, 4),
         "sparsity": 100.0 * weight_sparsity(net),
         "layer_sparsity": layer_sparsity(net),
+        **flops_report(net, net.input_shape),
         "disparity_avg": disparity_average(gap) if gap else None,
         **spent,
         "damaged": bool(reasons),
