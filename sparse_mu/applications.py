@@ -30,6 +30,7 @@ from sparse_mu.metrics import (
 from sparse_mu.pruning import (
     BaseWeights,
     Mask,
+    channel_sparsity,
     iom,
     iou,
     weight_sparsity,
@@ -148,5 +149,6 @@ def unprune_metrics(job: Job, base_art: Artifact, base: BaseWeights, mask: Mask,
              out["mask_IoU"], out["mask_IoU_original"], out["KL_test"], out["KL_test_original"])
     return {**out, "mask_layers": layers,
             "unpruned": {**{k: m[k] for k in (*GAP_KEYS, *BACKDOOR_KEYS) if k in m},
-                         "sparsity": 100.0 * weight_sparsity(unpruned), "RTE_s": round(seconds, 4)},
+                         "sparsity": 100.0 * weight_sparsity(unpruned),
+                         "channel_sparsity": 100.0 * channel_sparsity(unpruned), "RTE_s": round(seconds, 4)},
             "artifacts": {"unpruned": art.key, "unprune_reference": ref_art.key}}
