@@ -20,6 +20,7 @@ from sparse_mu.pruning.structured import (
     select,
     shrunk,
 )
+from sparse_mu.report.console import run_table
 
 SHAPE = (2, 8, 8)
 # |w| of every weight of each filter: the L1 order is the order of these values
@@ -163,7 +164,8 @@ def test_filter_pruning_end_to_end_with_unlearning_and_unpruning(tiny_cfg, tmp_p
     assert m["channel_sparsity"] == pytest.approx(50.0)  # the unlearned model's weights
     # the removed channels' BN entries stayed zero too, or they would not count as removed
     assert (m["flops_dense"], m["flops"]) == (dense, small)
-    assert m["flops_ratio"] == pytest.approx(small / dense)
+    assert m["flops_percent"] == pytest.approx(100 * small / dense)
+    assert "FLOPs per image: 0.0787 M of 0.305 M dense (25.8 %), channel sparsity 50.0 %" in run_table(m).caption
 
     # un-pruning with Retrain: the unlearned dense model is the reference's, so the same channels
     u = pipeline.run(tiny_cfg(*common, "unprune.enabled=true", "unlearner=retrain", "unlearner.epochs=6"),

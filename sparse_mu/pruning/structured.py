@@ -234,10 +234,10 @@ def shrunk(net: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
 
 def flops_report(net: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """`flops` (dead channels removed; dense FLOPs where filter pruning does not apply),
-    `flops_dense` and `channel_sparsity` (percent) of `net`."""
+    `flops_dense`, `flops_percent` (flops / flops_dense) and `channel_sparsity` (percent) of `net`."""
     dense = flops(net, input_shape)
     small = flops(shrunk(net, input_shape), input_shape) if not unsupported(net) else dense
-    return {"flops": small, "flops_dense": dense, "flops_ratio": small / dense if dense else 1.0,
+    return {"flops": small, "flops_dense": dense, "flops_percent": 100.0 * small / dense if dense else 100.0,
             "channel_sparsity": 100.0 * channel_sparsity(net)}
 
 

@@ -56,7 +56,7 @@ def run_table(m: dict) -> Table:
         )
     if m.get("flops_dense"):
         notes.append(f"FLOPs per image: {m['flops'] / 1e6:.3g} M of {m['flops_dense'] / 1e6:.3g} M dense "
-                     f"({100 * m['flops'] / m['flops_dense']:.1f} %), channel sparsity "
+                     f"({m['flops_percent']:.1f} %), channel sparsity "
                      f"{m.get('channel_sparsity', 0.0):.1f} %")
     notes += table_notes(m)
     if m.get("transfer_acc"):
