@@ -113,6 +113,8 @@ def test_flops_by_hand_and_the_shrunk_copy_computes_the_same_function():
     with torch.no_grad():
         assert torch.allclose(small(x), net(x), atol=1e-6)
     assert flops(shrunk(tiny(), SHAPE), SHAPE) == dense  # nothing dead: nothing removed
+    with torch.no_grad():  # the graph is traced with autograd: callers under no_grad work too
+        assert flops(shrunk(net, SHAPE), SHAPE) == 4338
 
 
 def test_unstructured_zeros_do_not_count_as_removed_channels():

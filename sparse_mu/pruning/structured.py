@@ -76,7 +76,8 @@ def _graph(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[tp.DependencyG
     option-A shortcut of resnet20s & co.) are left out: their index mapping is not a plain one."""
     head = dict(net.named_modules()).get(classifier_head(net))
     ignored = [head] if head is not None else []
-    graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.zeros(1, *input_shape), verbose=False)
+    with torch.enable_grad():  # the graph is traced through autograd, even when called under no_grad
+        graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.zeros(1, *input_shape), verbose=False)
     groups = [g for g in graph.get_all_groups(ignored_layers=ignored, root_module_types=_LAYERS)
               if not any("Pad" in item.dep.target.name for item in g.items)]
     return graph, groups
