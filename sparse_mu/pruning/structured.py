@@ -64,7 +64,7 @@ def unsupported(net: nn.Module) -> list[str]:
     for name, m in net.named_modules():
         has_own = any(True for _ in m.parameters(recurse=False))
         if isinstance(m, nn.MultiheadAttention) or (has_own and not isinstance(m, _SUPPORTED)):
-            out.append(f"{name} ({type(m).__name__})")
+            out.append(f"{name or 'the model itself'} ({type(m).__name__})")
         elif isinstance(m, nn.modules.conv._ConvNd) and m.groups != 1:
             out.append(f"{name} (grouped {type(m).__name__})")
     return out
