@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sparse_mu import pipeline
+from sparse_mu.data import ClassForget, Digits, prepare
 from sparse_mu.errors import ConfigError
 from sparse_mu.pruning import BaseWeights, FilterL1
 from sparse_mu.pruning.structured import (
@@ -21,8 +22,17 @@ from sparse_mu.pruning.structured import (
     shrunk,
 )
 from sparse_mu.report.console import run_table
+from sparse_mu.unlearn import UnlearnTask
+from tests.test_unlearners import MASK_TESTED, fit, make_net
 
 SHAPE = (2, 8, 8)
+_DATA = {}
+
+
+def _digits():
+    if "digits" not in _DATA:
+        _DATA["digits"] = prepare(Digits())
+    return _DATA["digits"]
 # |w| of every weight of each filter: the L1 order is the order of these values
 FIRST = [0.3, -0.01, 0.02, 0.025]  # conv "0": 2 -> 4, filters of 2 * 3 * 3 weights
 SECOND = [1.0, 0.05, -0.7, 0.03, 0.04, 0.9]  # conv "3": 4 -> 6, filters of 4 * 3 * 3 weights
@@ -183,3 +193,25 @@ def test_a_layer_with_every_channel_dead_is_left_whole():
         for p in (net[0].weight, net[0].bias, net[1].weight, net[1].bias):
             p.zero_()
     assert shrunk(net, SHAPE)[0].out_channels == 4  # no zero-width layer
+
+
+@pytest.mark.parametrize("name", list(MASK_TESTED))
+def test_every_unlearner_keeps_whole_channels_removed(name):
+    """A channel mask through every unlearner (weight decay 0.05): filters, BN affine entries
+    and with them the channels' outputs stay exactly zero; the model stays as small."""
+    data = _digits()
+    cls, kwargs = MASK_TESTED[name]
+    net = make_net()
+    net.input_shape = (1, 8, 8)
+    groups = channel_groups(net, net.input_shape)
+    mask = channel_mask(net, groups, select(net, groups, 0.5, True))
+    mask.apply_(net)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    task = UnlearnTask(data, ClassForget(0).select(data), mask, BaseWeights(state, state, state))
+    before = flops(shrunk(net, net.input_shape), net.input_shape)
+    fit(cls(net, task, **kwargs), mask)
+    params = dict(net.named_parameters())
+    for k, m in mask.tensors.items():
+        assert (params[k][~m] == 0).all(), k  # exactly zero, not small
+    assert channel_sparsity(net) == pytest.approx(0.5)
+    assert flops(shrunk(net, net.input_shape), net.input_shape) == before < flops(net, net.input_shape)

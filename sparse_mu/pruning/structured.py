@@ -71,11 +71,13 @@ def unsupported(net: nn.Module) -> list[str]:
 
 
 def _graph(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[tp.DependencyGraph, list]:
-    """The dependency graph of `net` (traced in place on CPU) and its channel groups rooted at
-    conv / linear layers, the head's outputs excluded; groups through a channel padding (the
+    """The dependency graph of `net` (traced in place on CPU, every parameter made trainable) and
+    its channel groups rooted at conv / linear layers, the head's outputs excluded; groups through a channel padding (the
     option-A shortcut of resnet20s & co.) are left out: their index mapping is not a plain one."""
     head = dict(net.named_modules()).get(classifier_head(net))
     ignored = [head] if head is not None else []
+    for p in net.parameters():  # frozen layers (CF-k) would be missing from the autograd trace
+        p.requires_grad_(True)
     with torch.enable_grad():  # the graph is traced through autograd, even when called under no_grad
         graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.zeros(1, *input_shape), verbose=False)
     groups = [g for g in graph.get_all_groups(ignored_layers=ignored, root_module_types=_LAYERS)
