@@ -72,8 +72,9 @@ def unsupported(net: nn.Module) -> list[str]:
 
 def _graph(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[tp.DependencyGraph, list]:
     """The dependency graph of `net` (traced in place on CPU, every parameter made trainable) and
-    its channel groups rooted at conv / linear layers, the head's outputs excluded; groups through a channel padding (the
-    option-A shortcut of resnet20s & co.) are left out: their index mapping is not a plain one."""
+    its channel groups rooted at conv / linear layers, the head's outputs excluded; groups
+    through a channel padding (the option-A shortcut of resnet20s & co.) are left out: their
+    index mapping is not a plain one."""
     head = dict(net.named_modules()).get(classifier_head(net))
     ignored = [head] if head is not None else []
     for p in net.parameters():  # frozen layers (CF-k) would be missing from the autograd trace
