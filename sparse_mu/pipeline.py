@@ -59,6 +59,7 @@ from sparse_mu.metrics import (
 )
 from sparse_mu.pruning import (
     BaseWeights,
+    flops_report,
     layer_sparsity,
     weight_sparsity,
 )
@@ -191,6 +192,7 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         "RTE_s": round(seconds, 4),
         "sparsity": 100.0 * weight_sparsity(net),
         "layer_sparsity": layer_sparsity(net),
+        **flops_report(net, net.input_shape),
         "disparity_avg": disparity_average(gap) if gap else None,
         **spent,
         "damaged": bool(reasons),

@@ -59,6 +59,11 @@ CASES = {
     "transfer=linear_probe transfer.probe.lr=x": "transfer.probe.lr must be a number; got 'x'",
     "unlearner=l1_sparse unlearner.gamma=big": "unlearner.gamma must be a number; got 'big'",
     "pruner=imp pruner.rounds=2.0": "pruner.rounds must be an integer or null; got 2.0",
+    "pruner=filter_l1 pruner.sparsity=1.0": "pruner.sparsity must be a fraction in [0, 1); got 1.0",
+    "pruner=filter_l1 pruner.layerwise=per_layer": "pruner.layerwise must be true or false; got 'per_layer'",
+    "pruner=filter_l1 pruner.rewind=later": "pruner.rewind must be one of epoch, init, none; got 'later'",
+    "pruner=filter_l1 arch=vit": "arch must be a network of convolutions, linear layers and "
+                                                    "BatchNorm for pruner=filter_l1",
 }
 
 

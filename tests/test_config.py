@@ -86,6 +86,7 @@ def test_component_options(group, digits, tmp_path):
         if group == "train":
             build(cfg.train, net=net, data=digits, indices=digits.train)
         elif group == "pruner":
+            net.input_shape = (1, 8, 8)  # as the pipeline sets it
             pruner = build(cfg.pruner)
             assert 0 <= pruner.sparsity < 1
             pruner.validate(net)

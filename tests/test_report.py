@@ -308,6 +308,14 @@ def test_damage_flags_are_counted(tmp_path):
     assert "damaged omp 95%" in md and "| 1/3 |" in md
 
 
+def test_flops_of_each_variant_are_noted_under_the_table(tmp_path):
+    _run(tmp_path, "0", pruner="dense", sparsity=0.0, metrics={"flops_percent": 100.0})
+    _run(tmp_path, "1", pruner="filter_l1", sparsity=50.0, metrics={"flops_percent": 25.8})
+    report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "FLOPs per image, % of the dense model (dead channels removed): dense 100.0, filter_l1 50% 25.8." in md
+
+
 # -- plots ---------------------------------------------------------------------------------
 
 
