@@ -226,3 +226,15 @@ def test_memorised_end_to_end_chooses_the_forget_set_after_the_base_model(tiny_c
     job = pipeline.setup(tiny_cfg("forget=memorised", "forget.count=40", "arch.width=8"), tmp_path / "x")
     expected = MemorisedForget(count=40).select(job.data, rec).forget.tolist()
     assert chosen["forget"] == expected and chosen["forget"] != job.forget.forget.tolist()  # not the stand-in
+
+
+def test_recording_leaves_the_training_unchanged():
+    """The record reads the steps' own outputs: the weights are those of an unrecorded run."""
+    data = small_digits(100, 20)
+    nets = []
+    for record in (False, True):
+        net = mlp(0, 16)
+        fit(Classifier(net, data, data.train, epochs=3, batch_size=25, lr=0.1, rewind_epoch=0, seed=0, record=record))
+        nets.append(net)
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
