@@ -64,6 +64,13 @@ CASES = {
     "pruner=filter_l1 pruner.rewind=later": "pruner.rewind must be one of epoch, init, none; got 'later'",
     "pruner=filter_l1 arch=vit": "arch must be a network of convolutions, linear layers and "
                                                     "BatchNorm for pruner=filter_l1",
+    "forget=sequential forget.rounds=0": "forget.rounds must be an integer in [1, 130] (|D_f| = 130",
+    "forget=sequential forget.rounds=x": "forget.rounds must be an integer; got 'x'",
+    "forget=sequential forget.of=backdoor": "forget.of must be one of class, random; got 'backdoor'",
+    "forget=sequential forget.of=class forget.class_idx=10": "forget.class_idx must be an integer in [0, 9]",
+    "forget=memorised forget.order=middle": "forget.order must be one of most, least; got 'middle'",
+    "forget=memorised forget.fraction=1.5": "forget.fraction must be in (0, 1); got 1.5",
+    "forget=memorised pruner=synflow": "forget=memorised ranks D by the trained base model's confidence; pruner=",
 }
 
 

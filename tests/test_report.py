@@ -376,3 +376,27 @@ def test_lines_against_sparsity_keep_coinciding_series_visible(tmp_path):
     reference = next(line for line in ua.get_lines() if line.get_label() == "Retrain (reference)")
     assert reference.get_color() == "black" and reference.get_linestyle() == "--"
     assert len(fig.legends) == 1 and ua.get_legend() is None
+
+
+def test_sequential_rounds_get_a_table_a_csv_and_a_plot(tmp_path):
+    """forget=sequential runs: the rounds pool over seeds per method and variant; each round's
+    gap is to that round's Retrain."""
+    for unlearner in ("ft", "ga"):
+        for seed in (0, 1):
+            rounds = [{"round": r, "forget_size": 10 * r, "request_size": 10, "UA": 10.0 * r + seed, "RA": 99.0,
+                       "TA": 97.0, "MIA_efficacy": 5.0 * r, "disparity_avg": 20.0 - r, "RTE_s": 0.5,
+                       "retrain": {"UA": 12.0 * r, "RA": 99.5, "TA": 97.5, "MIA_efficacy": 50.0, "RTE_s": 3.0}}
+                      for r in (1, 2, 3)]
+            _run(tmp_path, f"{unlearner}{seed}", unlearner, seed=seed, forget="sequential",
+                 metrics={"sequential": {"rounds": rounds}})
+    _run(tmp_path, "plain", "ft", forget="class")  # no rounds: not in the rounds' report
+    done = report(tmp_path)
+    csv = pd.read_csv(tmp_path / "rounds.csv")
+    assert len(csv) == 6 and (csv["seeds"] == 2).all() and set(csv["forget"]) == {"sequential"}
+    ft2 = csv[(csv.method == "ft") & (csv["round"] == 2)].iloc[0]
+    assert ft2["UA_mean"] == pytest.approx(20.5) and ft2["forget_size_mean"] == 20
+    md = (tmp_path / "report.md").read_text()
+    assert "# Sequential deletion requests" in md
+    assert "| ft | omp 95% | 2 | 20 | 20.50 ± 0.71 (-3.50) |" in md
+    pngs = [p for p in done["files"] if p.name.startswith("rounds_") and p.suffix == ".png"]
+    assert [p.name for p in pngs] == ["rounds_digits_small_cnn_sequential.png"] and pngs[0].stat().st_size > 10_000
