@@ -9,7 +9,7 @@ old vmap path's for comparison; the run stops above 1e-4):
                   at their defaults, one Lightning fit, the update applied)
   batch-1 loop    the strongest simple baseline: one forward and one backward pass per sample
                   (FF: accumulate (g_i + 1e-8)^2; IU: the WoodFisher recursion on the gradient
-                  vectors, g_f and g_r by batched backward passes as in ours), then the update
+                  vectors, g_f and g_r by the same `summed_grad` call as ours), then the update
   vmap (before)   FF only: the per-sample gradients of `per_sample.per_sample_grads` (vmap over
                   grad, the chunk from memory_mb), what `ff` ran before
   published loop  FF only: the published `fisher_information_martix`: one forward pass over a
@@ -17,7 +17,8 @@ old vmap path's for comparison; the run stops above 1e-4):
                   `--published-samples` samples of the batch and scaled per sample (it costs
                   seconds per sample). IU has no such arm.
 
-Model in eval mode, a 95 % magnitude mask, random images and labels, `--retain` retain and
+Every arm gets the same net, channels-last by default (`--layout`; the pipeline's
+`fast.channels_last: auto`). Model in eval mode, a 95 % magnitude mask, random images and labels, `--retain` retain and
 `--forget` forget samples (IU's m = min(1000, retain)). Arms interleave, `--repeats` times;
 medians count. One line `speedup_vs_batch1_loop=<x>` per case and method (batch-1 loop time /
 ours). `--calibrate` times FF's statistic per chunk size instead (how the CPU chunk was chosen).
