@@ -113,7 +113,8 @@ def summed_grad(net: nn.Module, x: torch.Tensor, y: torch.Tensor, keep: Grads | 
                 chunk_size: int | None = None) -> Grads:
     """Gradient of the summed cross-entropy of a batch, i.e. the sum of its per-sample
     gradients (exactly so in eval mode, where samples do not interact); one backward pass per
-    `chunk_size` samples (None: the whole batch), summed."""
+    `chunk_size` samples (None: the whole batch), summed. Chunk only in eval mode: in train mode
+    BatchNorm's batch statistics couple the samples of a chunk."""
     params = trainable(net)
     step = chunk_size or len(x)
     total: list[torch.Tensor] | None = None
