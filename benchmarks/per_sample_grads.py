@@ -9,7 +9,7 @@ old vmap path's for comparison; the run stops above 1e-4):
                   at their defaults, one Lightning fit, the update applied)
   batch-1 loop    the strongest simple baseline: one forward and one backward pass per sample
                   (FF: accumulate (g_i + 1e-8)^2; IU: the WoodFisher recursion on the gradient
-                  vectors, g_f and g_r by batched backward passes as in ours), then the update
+                  vectors, g_f and g_r by the same `summed_grad` call as ours), then the update
   vmap (before)   FF only: the per-sample gradients of `per_sample.per_sample_grads` (vmap over
                   grad, the chunk from memory_mb), what `ff` ran before
   published loop  FF only: the published `fisher_information_martix`: one forward pass over a
@@ -17,7 +17,8 @@ old vmap path's for comparison; the run stops above 1e-4):
                   `--published-samples` samples of the batch and scaled per sample (it costs
                   seconds per sample). IU has no such arm.
 
-Model in eval mode, a 95 % magnitude mask, random images and labels, `--retain` retain and
+Every arm gets the same net, channels-last by default (`--layout`; the pipeline's
+`fast.channels_last: auto`). Model in eval mode, a 95 % magnitude mask, random images and labels, `--retain` retain and
 `--forget` forget samples (IU's m = min(1000, retain)). Arms interleave, `--repeats` times;
 medians count. One line `speedup_vs_batch1_loop=<x>` per case and method (batch-1 loop time /
 ours). `--calibrate` times FF's statistic per chunk size instead (how the CPU chunk was chosen).
@@ -47,10 +48,12 @@ from sparse_mu.pruning.pruners import magnitude_scores  # noqa: E402
 from sparse_mu.unlearn import FisherForgetting, InfluenceUnlearning, UnlearnTask  # noqa: E402
 from sparse_mu.unlearn.layer_grads import grad_square_sums  # noqa: E402
 from sparse_mu.unlearn.per_sample import (  # noqa: E402
+    CPU_CHUNK,
     chunk_size_for,
     keep_masks,
     log_likelihood,
     per_sample_grads,
+    summed_grad,
 )
 
 EPS = 1e-8
@@ -58,9 +61,11 @@ ARCHS = {"small_cnn": SmallCNN, "lenet": LeNet, "resnet20s": resnet20s}
 CASES = ["small_cnn:1x8x8", "resnet20s:1x8x8", "small_cnn:3x32x32", "lenet:3x32x32", "resnet20s:3x32x32"]
 
 
-def make_case(arch: str, shape: tuple[int, int, int], n_r: int, n_f: int):
+def make_case(arch: str, shape: tuple[int, int, int], n_r: int, n_f: int, channels_last: bool = True):
     torch.manual_seed(0)
     net = ARCHS[arch](10, shape[0], shape[1])
+    if channels_last:  # as the pipeline hands nets over (`fast.channels_last: auto`)
+        net = net.to(memory_format=torch.channels_last)
     net.train()
     with torch.no_grad():
         net(torch.randn(64, *shape))  # BatchNorm running statistics
@@ -152,12 +157,11 @@ def iu_ours(net, task):
 def iu_batch1(net, task, alpha=10.0, samples=1000):
     keep, names, params = keep_masks(net, task.mask), [k for k, _ in net.named_parameters()], list(net.parameters())
 
-    def summed(idx):
+    def summed(idx):  # as ours: `per_sample.summed_grad` over batches of 256, in chunks of CPU_CHUNK
         total = 0
         for start in range(0, len(idx), 256):
             x, y = batch_of(task, idx[start:start + 256])
-            loss = F.cross_entropy(net(x), y, reduction="sum")
-            total = total + flat(masked(torch.autograd.grad(loss, params), names, keep))
+            total = total + flat(summed_grad(net, x, y, keep, chunk_size=CPU_CHUNK).values())
         return total
 
     n_f, n_r = len(task.forget.forget), len(task.forget.retain)
@@ -192,7 +196,7 @@ def difference(got, want) -> float:
 def run_case(name: str, args) -> None:
     arch, dims = name.split(":")
     shape = tuple(int(d) for d in dims.split("x"))
-    net, task = make_case(arch, shape, args.retain, args.forget)
+    net, task = make_case(arch, shape, args.retain, args.forget, args.layout == "channels_last")
     n_params = sum(p.numel() for p in net.parameters())
     arms = {
         "ff": {"ours": lambda: ff_ours(net, task), "batch-1 loop": lambda: ff_batch1(net, task),
@@ -228,7 +232,8 @@ def calibrate(cases: list[str], args) -> None:
     chunks = (8, 16, 32, 64, 256)
     for name in cases:
         arch, dims = name.split(":")
-        net, task = make_case(arch, tuple(int(d) for d in dims.split("x")), args.retain, args.forget)
+        net, task = make_case(arch, tuple(int(d) for d in dims.split("x")), args.retain, args.forget,
+                              args.layout == "channels_last")
         x, y = batch_of(task, task.forget.retain)
         times = {c: [] for c in chunks}
         for c in chunks:
@@ -247,6 +252,8 @@ def main() -> None:
     p.add_argument("--forget", type=int, default=32)
     p.add_argument("--published-samples", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--layout", choices=("channels_last", "contiguous"), default="channels_last",
+                   help="the nets' memory layout, for every arm (the pipeline's default: channels_last)")
     p.add_argument("--calibrate", action="store_true", help="time FF's statistic per chunk size instead")
     args = p.parse_args()
     import logging
@@ -254,7 +261,7 @@ def main() -> None:
     import warnings
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-          f"retain {args.retain}, forget {args.forget}; medians of {args.repeats}")
+          f"retain {args.retain}, forget {args.forget}; {args.layout} nets; medians of {args.repeats}")
     if args.calibrate:
         calibrate(args.cases.split(","), args)
         return

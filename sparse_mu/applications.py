@@ -33,6 +33,7 @@ from sparse_mu.pruning import (
     BaseWeights,
     Dense,
     Mask,
+    channel_sparsity,
     iom,
     iou,
     weight_sparsity,
@@ -151,7 +152,8 @@ def unprune_metrics(job: Job, base_art: Artifact, base: BaseWeights, mask: Mask,
              out["mask_IoU"], out["mask_IoU_original"], out["KL_test"], out["KL_test_original"])
     return {**out, "mask_layers": layers,
             "unpruned": {**{k: m[k] for k in (*GAP_KEYS, *BACKDOOR_KEYS) if k in m},
-                         "sparsity": 100.0 * weight_sparsity(unpruned), "RTE_s": round(seconds, 4)},
+                         "sparsity": 100.0 * weight_sparsity(unpruned),
+                         "channel_sparsity": 100.0 * channel_sparsity(unpruned), "RTE_s": round(seconds, 4)},
             "artifacts": {"unpruned": art.key, "unprune_reference": ref_art.key}}
 
 
@@ -180,7 +182,7 @@ class Unprune(Application):
     def setup(self, job: Job) -> None:
         cfg, pruner = job.cfg, job.pruner
         check(pruner.needs_trained_base and not isinstance(pruner, Dense), "pruner",
-              "a pruner of the trained dense model (omp, imp, random) with unprune.enabled=true",
+              "a pruner of the trained dense model (omp, imp, random, n_m, filter_l1) with unprune.enabled=true",
               choices(cfg)["pruner"])
         epochs = cfg.unprune.finetune_epochs
         check(epochs is None or (isinstance(epochs, int) and epochs >= 1), "unprune.finetune_epochs",

@@ -6,7 +6,7 @@ same three points and never names them:
 - `identity(cfg)` adds the settings that make this run a different experiment (`config_hash`);
 - `metrics(done)` returns the application's entries of metrics.json from the finished run
   (`Done`); an `artifacts` entry is merged into the record's `artifacts`.
-Adding one is a class here or in its own module (imported by `sparse_mu.applications`), with its
+Adding one is a class here or in its own module (imported by `enabled` below), with its
 config node in run.yaml or a group of its own; the pipeline's driver does not change.
 """
 
@@ -73,4 +73,5 @@ def enabled(cfg: DictConfig) -> list[Application]:
     """The applications this run does, in registration order."""
     import sparse_mu.applications  # noqa: F401  (registers the built-in ones)
     import sparse_mu.evaluation  # noqa: F401  (per-example tests, docs/evaluation.md)
+    import sparse_mu.sequential  # noqa: F401
     return [app for app in REGISTRY.values() if app.enabled(cfg)]

@@ -22,7 +22,7 @@ from sparse_mu.cache import (
 )
 from sparse_mu.callbacks import LAST, MaskEnforcer, StageTimer, last_checkpoint
 from sparse_mu.config import build
-from sparse_mu.data import ForgetSet, ImageData
+from sparse_mu.data import ForgetSet, ForgetSpec, ImageData
 from sparse_mu.errors import Diverged, check
 from sparse_mu.fast import prepare_net, resolve_channels_last, resolve_precision
 from sparse_mu.metrics import (
@@ -97,6 +97,13 @@ class Job:
     cache: ArtifactCache
     device: torch.device
     target: ImageData | None = None  # the transfer target, adapted to the source model's input
+    forget_spec: ForgetSpec | None = None  # the setting D_f was drawn by (`forget`)
+
+    @property
+    def records_confidence(self) -> bool:
+        """Whether the base model records each sample's confidence while it trains: the
+        memorisation ranking of forget=memorised (`sparse_mu.data.memorised`)."""
+        return self.forget_spec is not None and self.forget_spec.needs_record
 
     @property
     def seed(self) -> int:
@@ -166,11 +173,13 @@ class Job:
         return timer.seconds
 
     def train_profile(self, net: nn.Module, indices: torch.Tensor | None = None,
-                      epochs: int | None = None) -> L.LightningModule:
-        """The training profile on `indices` (default D), for `epochs` (default the profile's)."""
+                      epochs: int | None = None, record: bool = False) -> L.LightningModule:
+        """The training profile on `indices` (default D), for `epochs` (default the profile's),
+        recording each sample's confidence if `record`."""
         # no later stage rewinds to a snapshot of such a run, and the profile's rewind epoch may
         # lie beyond a short schedule
         extra = {"epochs": epochs, "rewind_epoch": 0} if epochs is not None else {}
+        extra |= {"record": True} if record else {}
         return build(self.cfg.train, net=net, data=self.data, indices=self.data.train if indices is None else indices,
                      seed=self.seed, **extra)
 

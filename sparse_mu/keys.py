@@ -13,7 +13,7 @@ from sparse_mu.job import Job, _plain, _without
 
 
 def forget_key(forget: ForgetSet) -> str:
-    return stable_hash(forget.to_json())
+    return stable_hash(forget.identity())
 
 
 # eval.damage only judges the metrics afterwards; the per-example settings choose which extra
@@ -39,7 +39,8 @@ def trainer_key(job: Job) -> dict:
 
 def base_inputs(job: Job, retain: bool = False) -> dict:
     """The base stage's key: the data, the architecture, the seed and, when the dense model is
-    trained, the training profile and the trainer (D_r instead of D if `retain`)."""
+    trained, the training profile and the trainer (D_r instead of D if `retain`), and whether it
+    records each sample's confidence (forget=memorised)."""
     data_key = {"dataset": _without(job.cfg.dataset, "dataset"), "fingerprint": job.data.fingerprint}
     inputs = {"data": data_key, "arch": _plain(job.cfg.arch), "seed": job.seed}
     if job.pruner.needs_trained_base:
@@ -48,6 +49,9 @@ def base_inputs(job: Job, retain: bool = False) -> dict:
         inputs["init_only"] = True
     if retain:
         inputs["retain_of"] = forget_key(job.forget)
+    if job.records_confidence and job.pruner.needs_trained_base:
+        # the artifact then holds the confidence record too (same weights): never the forget set
+        inputs["record"] = "confidence"
     return inputs
 
 

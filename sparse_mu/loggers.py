@@ -8,6 +8,7 @@ curve per stage (`log_stage_curves`) and the final metrics once, in the summary.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import lightning.pytorch.loggers as pl_loggers
@@ -85,6 +86,9 @@ def job_loggers(cfg: DictConfig, out_dir: Path, names: dict[str, str]) -> list[L
             continue
         if not node._target_.endswith("WandbLogger"):
             loggers.append(build(node, save_dir=str(out_dir)))
+            continue
+        if os.environ.get("WANDB_MODE") == "disabled" or node.get("mode") == "disabled":
+            # W&B writes nothing then, but importing it and its no-op run took seconds per job
             continue
         group = node.get("group")
         if group is None and hydra is not None and hydra.mode.name == "MULTIRUN":

@@ -1,4 +1,4 @@
-"""The run: data split -> base model -> pruned model -> forget set -> unlearning -> evaluation.
+"""The run: data split -> base model -> forget set -> pruned model -> unlearning -> evaluation.
 
 Every stage is a function of its config and the stages before it. The base model, the pruned
 model, the original model's metrics and the Retrain reference are cached (`sparse_mu.cache`)
@@ -59,11 +59,13 @@ from sparse_mu.metrics import (
 )
 from sparse_mu.pruning import (
     BaseWeights,
+    flops_report,
     layer_sparsity,
     weight_sparsity,
 )
 from sparse_mu.stages import (
     base_stage,
+    forget_stage,
     original_stage,
     prune_stage,
     reference_kind,
@@ -87,16 +89,20 @@ def setup(cfg: DictConfig, out_dir: Path) -> Job:
     pruner = build(cfg.pruner)
     forget_spec = build(cfg.forget)
     data = forget_spec.training_data(prepare(source))
-    forget = forget_spec.select(data)
+    forget = forget_spec.draft(data)  # forget=memorised: a stand-in until the base model has trained
     if len(forget.forget) == 0 or len(forget.retain) == 0:
         raise ConfigError(f"forget: the forget set has {len(forget.forget)} and the retain set "
                           f"{len(forget.retain)} samples; both must be non-empty")
+    if forget_spec.needs_record and not pruner.needs_trained_base:
+        raise ConfigError(f"forget=memorised ranks D by the trained base model's confidence; pruner="
+                          f"{choices(cfg)['pruner']} trains none (use a pruner of the trained model: omp, imp, dense, ...)")
     if int(cfg.checkpoint_every) < 0:
         raise ConfigError(f"checkpoint_every must be >= 0 (0 = no checkpoints); got {cfg.checkpoint_every}")
     check(not cfg.unlearner.get("then_prune"), "unlearner.then_prune",
           "false (unlearner=retrain_then_prune: that is a Retrain reference only, unlearner@reference=retrain_then_prune)",
           cfg.unlearner.get("then_prune"))
-    job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), device)
+    job = Job(cfg, out_dir, data, forget, pruner, ArtifactCache(cfg.paths.cache_dir), device,
+              forget_spec=forget_spec)
     net = job.make_net()
     pruner.validate(net)
     job.train_profile(net)
@@ -134,13 +140,15 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     if rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(out_dir / "forget_indices.json", job.forget.to_json())
         write_json(out_dir / "split_indices.json", {k: getattr(job.data, k).tolist() for k in ("train", "val", "test")})
     log.info("data: %s, |D|=%d (forget %d, retain %d), val %d, test %d, device %s", job.data.name,
              len(job.data.train), len(job.forget.forget), len(job.forget.retain), len(job.data.val),
              len(job.data.test), device_name(job.device))
 
-    base_art, base = base_stage(job)
+    base_art, base = base_stage(job)  # trained on all of D: it never depends on D_f
+    job.forget = forget_stage(job, base_art)  # forget=memorised ranks D by the base model's record
+    if rank0:
+        write_json(out_dir / "forget_indices.json", job.forget.to_json())
     prune_art, state, mask = prune_stage(job, base_art, base)
     pruned_key = prune_art.key if prune_art else base_art.key
     reference = reference_stage(job, pruned_key, state, mask, base) if cfg.eval.retrain_reference else None
@@ -203,6 +211,7 @@ def assemble(job: Job, net: nn.Module, seconds: float, settings: dict, original:
         "RTE_s": round(seconds, 4),
         "sparsity": 100.0 * weight_sparsity(net),
         "layer_sparsity": layer_sparsity(net),
+        **flops_report(net, net.input_shape),
         "disparity_avg": disparity_average(gap) if gap else None,
         **spent,
         "damaged": bool(reasons),

@@ -19,6 +19,7 @@ from sparse_mu.cache import (
     save_tensors,
 )
 from sparse_mu.config import build
+from sparse_mu.data import ForgetSet
 from sparse_mu.job import Job, State, _cpu_state
 from sparse_mu.keys import (
     base_inputs,
@@ -37,6 +38,7 @@ from sparse_mu.pruning import (
 from sparse_mu.unlearn import Unlearner, UnlearnTask
 
 log = logging.getLogger("sparse_mu")
+CONFIDENCE = "confidence.pt"  # the base artifact's per-sample confidence record (forget=memorised)
 
 def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
     """The dense model trained on D (on D_r if `retain`) with the training profile (cached).
@@ -53,16 +55,27 @@ def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
         save_tensors(_cpu_state(net), work / "init.pt")
         if not trained:
             return {"trained": False}
-        module = job.train_profile(net, job.forget.retain if retain else None)
+        module = job.train_profile(net, job.forget.retain if retain else None, record=job.records_confidence)
         seconds = job.fit(module, "base (D_r)" if retain else "base", None, CSVLogger(work, name="logs", version=""), ckpt)
         save_tensors(module.rewind_state, work / "rewind.pt")
         save_tensors(_cpu_state(net), work / "final.pt")
+        if job.records_confidence:
+            save_tensors(module.confidence_record(), work / CONFIDENCE)
         return {"trained": True, "train_seconds": seconds, **job.quick_accuracy(net)}
 
     art = job.cache.get_or_build("base", inputs, make)
     files = ("init.pt", "rewind.pt", "final.pt") if trained else ("init.pt",)
     weights = [load_tensors(art.file(f)) for f in files]
     return art, BaseWeights(*weights) if trained else BaseWeights(weights[0], None, None)
+
+
+def forget_stage(job: Job, base_art: Artifact) -> ForgetSet:
+    """D_f. Most settings draw it from D alone (in `setup`); forget=memorised ranks D by the
+    confidence the base model recorded while training on all of D, so only now is it known.
+    Either way the base model does not depend on it; every later stage's key does."""
+    if not job.records_confidence:
+        return job.forget
+    return job.forget_spec.select(job.data, load_tensors(base_art.file(CONFIDENCE)))
 
 
 def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = False,

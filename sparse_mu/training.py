@@ -130,24 +130,48 @@ class Classifier(TrainLoop):
     """Training profile of the base model: cross-entropy on `indices` of `data`.
 
     Keeps a copy of the weights at the start of epoch `rewind_epoch` (0 = initialisation) for
-    rewinding pruners; `rewind_state` is None until then.
+    rewinding pruners; `rewind_state` is None until then. With `record`, `confidence` sums each
+    sample's softmax confidence in its true label over the training steps that saw it (row 0,
+    by dataset index) and counts them (row 1): the memorisation proxy of `forget=memorised`,
+    read off the steps' own outputs.
     """
 
     def __init__(self, net: nn.Module, data: ImageData, indices: torch.Tensor, *,
-                 rewind_epoch: int = 8, **loop):
+                 rewind_epoch: int = 8, record: bool = False, **loop):
         super().__init__(net, node=loop.pop("node", "train"), **loop)
         check(0 <= rewind_epoch <= self.epochs, "train.rewind_epoch", f"in [0, {self.epochs}] (train.epochs)", rewind_epoch)
         self.data, self.indices, self.rewind_epoch = data, indices, rewind_epoch
         self.rewind_state: dict[str, torch.Tensor] | None = None
+        self.confidence = torch.zeros(2, len(data.y), dtype=torch.float64) if record else None
+        self._recorded = (-1, -1)
 
     def train_dataloader(self):
         return self.data.loader(self.indices, batch_size=self.batch_size, train=True, seed=self.seed, device=self.device)
 
     def training_step(self, batch, batch_idx):
-        x, y, _ = batch
-        loss = self.cross_entropy(x, y)
+        x, y, idx = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if self.confidence is not None and self._recorded != (self.current_epoch, batch_idx):
+            self._recorded = (self.current_epoch, batch_idx)  # SAM runs a step twice: count it once
+            self._record(logits.detach(), y, idx)
         self.log_loss("train/loss", loss)
         return loss
+
+    def _record(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
+        if self.confidence.device != logits.device:
+            self.confidence = self.confidence.to(logits.device)
+        p = torch.softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+        self.confidence[0].index_add_(0, idx, p.double())
+        self.confidence[1].index_add_(0, idx, torch.ones_like(p, dtype=torch.float64))
+
+    def confidence_record(self) -> dict[str, torch.Tensor]:
+        """The record summed over every process (each DDP rank saw its share of D), on the CPU."""
+        total = self.confidence
+        if self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total.clone(), reduce_op="sum")
+        total = total.cpu()
+        return {"sum": total[0].clone(), "count": total[1].clone()}
 
     def _snapshot(self) -> None:
         self.rewind_state = {k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
@@ -163,6 +187,10 @@ class Classifier(TrainLoop):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rewind_state"] = self.rewind_state
+        if self.confidence is not None:
+            checkpoint["confidence"] = self.confidence.cpu()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.rewind_state = checkpoint.get("rewind_state")
+        if self.confidence is not None and checkpoint.get("confidence") is not None:
+            self.confidence = checkpoint["confidence"]

@@ -127,7 +127,7 @@ class Run:
 EXTRA_ALLOWED = {"trainer.precision": ("auto",)}
 # Parameters the pipeline passes at run time: never settings.
 RUNTIME = {"self", "net", "task", "data", "indices", "features", "labels", "num_classes", "in_channels",
-           "image_size", "node", "max_epochs", "callbacks", "save_dir", "config", "tags"}
+           "image_size", "node", "record", "max_epochs", "callbacks", "save_dir", "config", "tags"}
 
 
 def _hints(fn: Any) -> dict[str, Any]:

@@ -59,6 +59,18 @@ CASES = {
     "transfer=linear_probe transfer.probe.lr=x": "transfer.probe.lr must be a number; got 'x'",
     "unlearner=l1_sparse unlearner.gamma=big": "unlearner.gamma must be a number; got 'big'",
     "pruner=imp pruner.rounds=2.0": "pruner.rounds must be an integer or null; got 2.0",
+    "pruner=filter_l1 pruner.sparsity=1.0": "pruner.sparsity must be a fraction in [0, 1); got 1.0",
+    "pruner=filter_l1 pruner.layerwise=per_layer": "pruner.layerwise must be true or false; got 'per_layer'",
+    "pruner=filter_l1 pruner.rewind=later": "pruner.rewind must be one of epoch, init, none; got 'later'",
+    "pruner=filter_l1 arch=vit": "arch must be a network of convolutions, linear layers and "
+                                                    "BatchNorm for pruner=filter_l1",
+    "forget=sequential forget.rounds=0": "forget.rounds must be an integer in [1, 130] (|D_f| = 130",
+    "forget=sequential forget.rounds=x": "forget.rounds must be an integer; got 'x'",
+    "forget=sequential forget.of=backdoor": "forget.of must be one of class, random; got 'backdoor'",
+    "forget=sequential forget.of=class forget.class_idx=10": "forget.class_idx must be an integer in [0, 9]",
+    "forget=memorised forget.order=middle": "forget.order must be one of most, least; got 'middle'",
+    "forget=memorised forget.fraction=1.5": "forget.fraction must be in (0, 1); got 1.5",
+    "forget=memorised pruner=synflow": "forget=memorised ranks D by the trained base model's confidence; pruner=",
 }
 
 

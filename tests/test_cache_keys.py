@@ -210,3 +210,27 @@ def test_the_keys_are_the_ones_the_run_uses(tmp_path):
     assert m["artifacts"] == {"base": keys["base"], "pruned": keys["prune"], "reference": keys["reference"]}
     assert (tmp_path / "cache" / "original" / keys["original"] / "meta.json").is_file()
     assert not math.isnan(m["UA"])
+
+
+def test_memorised_forget_sets_share_one_base_model_and_key_every_stage_after_it(tmp_path):
+    """forget=memorised: D_f is ranked from the base model's record, so the base key (and the
+    prune key) never depend on the forget setting; the set chosen keys every later stage."""
+    most = make_job(tmp_path, ["forget=memorised", "forget.count=40"])
+    least = make_job(tmp_path, ["forget=memorised", "forget.order=least", "forget.fraction=0.2"])
+    plain = stage_keys(make_job(tmp_path, []))
+    assert stage_keys(most)["base"] == stage_keys(least)["base"] != plain["base"]  # + the record, same weights
+    n = len(most.data.y)
+    record = {"sum": torch.rand(n, generator=torch.Generator().manual_seed(0)), "count": torch.ones(n)}
+    chosen = [dataclasses.replace(j, forget=j.forget_spec.select(j.data, record)) for j in (most, least)]
+    a, b = stage_keys(chosen[0]), stage_keys(chosen[1])
+    assert a["base"] == b["base"] and a["prune"] == b["prune"]
+    assert all(a[s] != b[s] for s in ("original", "reference", "reference_metrics", "unlearn"))
+    assert a["reference"] != stage_keys(most)["reference"]  # the chosen set, not setup's stand-in
+
+
+def test_sequential_requests_key_their_one_shot_deletion_as_the_same_forget_set_does(tmp_path):
+    """The main result of forget=sequential is the one-shot deletion: keyed as forget=random with
+    the same D_f (so it reuses that run's Retrain reference), however many rounds."""
+    one_shot = stage_keys(make_job(tmp_path, ["forget=random", "forget.count=50"]))
+    for rounds in (2, 5):
+        assert stage_keys(make_job(tmp_path, ["forget=sequential", "forget.count=50", f"forget.rounds={rounds}"])) == one_shot

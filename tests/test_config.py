@@ -86,13 +86,17 @@ def test_component_options(group, digits, tmp_path):
         if group == "train":
             build(cfg.train, net=net, data=digits, indices=digits.train)
         elif group == "pruner":
+            net.input_shape = (1, 8, 8)  # as the pipeline sets it
             pruner = build(cfg.pruner)
             assert 0 <= pruner.sparsity < 1
             pruner.validate(net)
         else:
             spec = build(cfg.forget)
-            fs = spec.select(spec.training_data(digits))
-            assert len(fs.forget) > 0
+            data = spec.training_data(digits)
+            fs = spec.draft(data)  # what setup checks before anything trains
+            if spec.needs_record:  # ranked by the base model's record: one of uniform confidence here
+                fs = spec.select(data, {"sum": torch.ones(len(data.y)), "count": torch.ones(len(data.y))})
+            assert len(fs.forget) > 0 and len(fs.retain) > 0
 
 
 @pytest.mark.parametrize("option", options("unlearner"))

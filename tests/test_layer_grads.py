@@ -16,7 +16,7 @@ from sparse_mu.models import LeNet, SmallCNN
 from sparse_mu.models.resnet_s import ResNetS
 from sparse_mu.pruning import BaseWeights, Mask, classifier_head
 from sparse_mu.pruning.pruners import magnitude_scores
-from sparse_mu.unlearn import FisherForgetting, InfluenceUnlearning, UnlearnTask, iu
+from sparse_mu.unlearn import FisherForgetting, InfluenceUnlearning, UnlearnTask, iu, layer_grads
 from sparse_mu.unlearn.layer_grads import grad_dots, grad_square_sums
 from sparse_mu.unlearn.per_sample import (
     cross_entropy,
@@ -91,6 +91,54 @@ def test_gradient_dots_equal_the_per_sample_gradients_dotted(name):
     u = [{k: torch.randn_like(p) for k, p in net.named_parameters()} for _ in range(2)]
     want = torch.stack([flatten({k: t[None] for k, t in d.items()})[0] for d in u]) @ rows.T
     torch.testing.assert_close(grad_dots(net, x, y, u, chunk_size=4), want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+
+
+class Forced(dict):
+    """`layer_grads.conv_routes` that always answers one route."""
+
+    def __init__(self, route: str):
+        super().__init__()
+        self.route = route
+
+    def get(self, key, default=None):
+        return self.route
+
+
+@pytest.mark.parametrize("route", list(layer_grads.CONV_ROUTES))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_every_conv_route_gives_the_vmapped_sums_and_dots(route, channels_last, monkeypatch):
+    """Each way of forming per-sample conv weight gradients (the timed choice picks one per layer
+    shape) gives FF's sums and IU's dot products, on the strided/dilated conv and SmallCNN, in
+    both memory layouts."""
+    monkeypatch.setattr(layer_grads, "conv_routes", Forced(route))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for name in ("mixed", "small_cnn"):
+        torch.manual_seed(2)
+        build, shape = NETS[name]
+        net = settled(build(), shape).to(memory_format=layout)
+        x = torch.randn(7, *shape).contiguous(memory_format=layout)
+        y = torch.randint(0, 4, (7,))
+        want = next(per_sample_grads(net, x, y, chunk_size=len(x), loss=log_likelihood))
+        squares, sums = grad_square_sums(net, x, y, chunk_size=3)
+        for k, g in want.items():
+            torch.testing.assert_close(squares[k], g.pow(2).sum(0), rtol=1e-5, atol=1e-12, msg=k)
+            torch.testing.assert_close(sums[k], g.sum(0), rtol=1e-5, atol=1e-6, msg=k)
+        u = [{k: torch.randn_like(p) for k, p in net.named_parameters()} for _ in range(2)]
+        dots = -torch.stack([flatten({k: t[None] for k, t in d.items()})[0] for d in u]) @ flatten(want).T
+        torch.testing.assert_close(grad_dots(net, x, y, u, chunk_size=3), dots, rtol=1e-4,
+                                   atol=1e-5 * dots.abs().max().item())
+
+
+def test_the_conv_route_is_timed_once_per_layer_shape(monkeypatch):
+    monkeypatch.setattr(layer_grads, "conv_routes", {})
+    build, shape = NETS["small_cnn"]
+    net = settled(build(), shape)
+    x, y = torch.randn(6, *shape), torch.randint(0, 4, (6,))
+    grad_square_sums(net, x, y, chunk_size=3)
+    assert len(layer_grads.conv_routes) == 3  # three conv layers, one chunk shape
+    assert set(layer_grads.conv_routes.values()) <= set(layer_grads.CONV_ROUTES)
+    grad_square_sums(net, x, y, chunk_size=3)
+    assert len(layer_grads.conv_routes) == 3
 
 
 def test_nets_without_a_closed_form_get_none():

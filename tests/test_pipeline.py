@@ -27,6 +27,9 @@ def test_end_to_end_outputs(tiny_cfg, tmp_path, caplog):
     assert m["disparity_avg"] == pytest.approx(sum(abs(m["gap"][k]) for k in m["gap"]) / 4)
     # the sparsity is counted from the final weights: the mask held through unlearning
     assert m["sparsity"] == pytest.approx(90.0, abs=0.01)
+    # unstructured zeros remove no whole channel: the FLOPs are the dense model's (small_cnn, 8x8)
+    assert m["flops"] == m["flops_dense"] == 2 * (32 * 9 * 64 + 64 * 32 * 9 * 64 + 128 * 64 * 9 * 16 + 128 * 10)
+    assert m["flops_percent"] == 100.0
     assert m["retrain"]["UA"] > 90  # Retrain never saw class 0: it cannot classify it
     assert m["original"]["RA"] > 90  # the base model fits D
     forget = json.loads((out / "forget_indices.json").read_text())

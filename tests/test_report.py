@@ -308,6 +308,14 @@ def test_damage_flags_are_counted(tmp_path):
     assert "damaged omp 95%" in md and "| 1/3 |" in md
 
 
+def test_flops_of_each_variant_are_noted_under_the_table(tmp_path):
+    _run(tmp_path, "0", pruner="dense", sparsity=0.0, metrics={"flops_percent": 100.0})
+    _run(tmp_path, "1", pruner="filter_l1", sparsity=50.0, metrics={"flops_percent": 25.8})
+    report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "FLOPs per image, % of the dense model (dead channels removed): dense 100.0, filter_l1 50% 25.8." in md
+
+
 # -- plots ---------------------------------------------------------------------------------
 
 
@@ -392,3 +400,27 @@ def test_unlearning_seeds_pool_and_the_spread_is_over_training_seeds(tmp_path):
     assert "reference: retrain_then_prune; 8 references, 8 unlearned models" in md
     assert "| original (nothing unlearned) | 60 |" in md
     assert any(f.name.startswith("per_example_") for f in files)
+
+
+def test_sequential_rounds_get_a_table_a_csv_and_a_plot(tmp_path):
+    """forget=sequential runs: the rounds pool over seeds per method and variant; each round's
+    gap is to that round's Retrain."""
+    for unlearner in ("ft", "ga"):
+        for seed in (0, 1):
+            rounds = [{"round": r, "forget_size": 10 * r, "request_size": 10, "UA": 10.0 * r + seed, "RA": 99.0,
+                       "TA": 97.0, "MIA_efficacy": 5.0 * r, "disparity_avg": 20.0 - r, "RTE_s": 0.5,
+                       "retrain": {"UA": 12.0 * r, "RA": 99.5, "TA": 97.5, "MIA_efficacy": 50.0, "RTE_s": 3.0}}
+                      for r in (1, 2, 3)]
+            _run(tmp_path, f"{unlearner}{seed}", unlearner, seed=seed, forget="sequential",
+                 metrics={"sequential": {"rounds": rounds}})
+    _run(tmp_path, "plain", "ft", forget="class")  # no rounds: not in the rounds' report
+    done = report(tmp_path)
+    csv = pd.read_csv(tmp_path / "rounds.csv")
+    assert len(csv) == 6 and (csv["seeds"] == 2).all() and set(csv["forget"]) == {"sequential"}
+    ft2 = csv[(csv.method == "ft") & (csv["round"] == 2)].iloc[0]
+    assert ft2["UA_mean"] == pytest.approx(20.5) and ft2["forget_size_mean"] == 20
+    md = (tmp_path / "report.md").read_text()
+    assert "# Sequential deletion requests" in md
+    assert "| ft | omp 95% | 2 | 20 | 20.50 ± 0.71 (-3.50) |" in md
+    pngs = [p for p in done["files"] if p.name.startswith("rounds_") and p.suffix == ".png"]
+    assert [p.name for p in pngs] == ["rounds_digits_small_cnn_sequential.png"] and pngs[0].stat().st_size > 10_000

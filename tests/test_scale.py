@@ -62,6 +62,8 @@ def test_failed_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
 def test_wandb_offline_run(tmp_path, monkeypatch):
     import wandb
 
+    monkeypatch.setenv("WANDB_MODE", "offline")  # what it tests; a disabled W&B is not built at all
+
     finished = []
     real_finish = wandb.finish
     monkeypatch.setattr(wandb, "finish", lambda exit_code=None, **k: finished.append(exit_code) or real_finish(exit_code=exit_code))

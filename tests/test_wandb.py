@@ -63,7 +63,8 @@ def test_no_anonymous_deprecation_warning(tmp_path, monkeypatch):
     assert not [w for w in warnings if "anonymous" in w], warnings
 
 
-def test_a_run_logs_config_once_final_metrics_once_and_a_curve_per_stage(tiny_cfg, tmp_path):
+def test_a_run_logs_config_once_final_metrics_once_and_a_curve_per_stage(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # disabled W&B is not built at all (test_loggers_disabled.py)
     run = mock.MagicMock()
     init = mock.MagicMock(return_value=run)
     with mock.patch.object(wandb, "init", init), mock.patch.object(wandb, "finish"):

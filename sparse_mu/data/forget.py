@@ -26,6 +26,8 @@ class ForgetSet:
     backdoor: BackdoorForget | None = None
     fine_class: int | None = None  # sub-class forgetting: the forgotten fine class
     fine_test: torch.Tensor | None = None  # ... and its test images (dataset indices)
+    # sequential deletion requests: D_f split into the parts deleted one after another
+    parts: tuple[torch.Tensor, ...] = ()
 
     @property
     def class_idx(self) -> int | list[int] | None:
@@ -49,13 +51,20 @@ class ForgetSet:
         """The test set TA is measured on: class-wise forgetting leaves the classes out."""
         return data.test[~self.forgotten_test(data)]
 
-    def to_json(self) -> dict:
+    def identity(self) -> dict:
+        """Which samples are forgotten (the cache keys' view): not in how many requests, so the
+        one-shot deletion of D_f and the last of its sequential rounds share a Retrain reference."""
         out = {"kind": self.kind, "class_idx": self.class_idx, "forget": self.forget.tolist()}
         if self.fine_class is not None:
             out["fine_class"] = self.fine_class
         if self.backdoor is not None:
             out["backdoor"] = self.backdoor.settings()
         return out
+
+    def to_json(self) -> dict:
+        """forget_indices.json: the identity and, for sequential requests, the parts."""
+        parts = {"parts": [p.tolist() for p in self.parts]} if self.parts else {}
+        return self.identity() | parts
 
 
 def _make(kind: str, data: ImageData, forget: torch.Tensor, classes: tuple[int, ...] = (),
@@ -73,14 +82,23 @@ class ForgetSpec:
     """A forgetting setting (config group `forget`): `select(data)` draws D_f from D.
 
     `training_data(data)` is the data set every model of the run is trained on; only backdoor
-    forgetting changes it (it poisons part of D before anything trains).
+    and sub-class forgetting change it (before anything trains). A spec with `needs_record`
+    ranks D by what the base model recorded while training on all of D (`sparse_mu.data.memorised`):
+    its D_f is known only after the base stage, `select(data, record)`; before, `draft(data)`
+    stands in for it (same size) so every setting is checked before anything trains.
     """
+
+    needs_record = False
 
     def training_data(self, data: ImageData) -> ImageData:
         return data
 
     def select(self, data: ImageData) -> ForgetSet:
         raise NotImplementedError
+
+    def draft(self, data: ImageData) -> ForgetSet:
+        """D_f as known before anything trains (the final one unless `needs_record`)."""
+        return self.select(data)
 
 
 @dataclass

@@ -12,10 +12,11 @@ from sparse_mu.pruning.mask import (
 from sparse_mu.pruning.n_m import NMPruner
 from sparse_mu.pruning.pruners import IMP, OMP, BaseWeights, Dense, Pruner, Random
 from sparse_mu.pruning.published import Checkpoint, export_published, load_published
+from sparse_mu.pruning.structured import FilterL1, channel_sparsity, flops_report
 from sparse_mu.pruning.synflow import SynFlow
 
 __all__ = [
-    "IMP", "OMP", "SNIP", "GraSP", "NMPruner", "BaseWeights", "Checkpoint", "Dense", "Mask", "Pruner", "Random", "SynFlow",
-    "classifier_head", "export_published", "iom", "iou", "layer_sparsity", "load_published",
+    "IMP", "OMP", "FilterL1", "SNIP", "GraSP", "NMPruner", "BaseWeights", "Checkpoint", "Dense", "Mask", "Pruner", "Random", "SynFlow",
+    "channel_sparsity", "classifier_head", "flops_report", "export_published", "iom", "iou", "layer_sparsity", "load_published",
     "prunable_weights", "weight_sparsity",
 ]

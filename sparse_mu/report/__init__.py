@@ -5,7 +5,8 @@
   runs) -> `report.md` and `report.csv` (the paper's layout: methods x dense/sparse x UA,
   MIA-Efficacy, RA, TA, RTE, with gaps to Retrain and the Disparity Average, mean +- std over
   seeds) and plots (PNG and SVG), written into `<dir>`. Runs pool only when nothing but the seed
-  differs (`runs.py`). Failed runs (a `FAILED` file, no metrics) and unreadable ones (a truncated
+  differs (`runs.py`). Runs of forget=sequential add a per-round table, `rounds.csv` and plots
+  (`rounds.py`). Failed runs (a `FAILED` file, no metrics) and unreadable ones (a truncated
   metrics.json or config.yaml) are listed, not dropped.
 """
 
@@ -22,6 +23,7 @@ from sparse_mu.cache import write_json
 from sparse_mu.report.console import print_run, run_table
 from sparse_mu.report.per_example_plot import plot_per_example
 from sparse_mu.report.plots import figure, plot
+from sparse_mu.report.rounds import report_rounds
 from sparse_mu.report.runs import collect, summarise
 from sparse_mu.report.tables import markdown
 
@@ -50,9 +52,11 @@ def report(root: str | Path, out_dir: str | Path | None = None) -> dict:
     if len(runs):
         summary = summarise(runs)
         summary.to_csv(out_dir / "report.csv", index=False, float_format="%.4f")
-        (out_dir / "report.md").write_text(markdown(summary, failed, len(runs), unreadable))
+        rounds, rounds_files = report_rounds(runs, root, out_dir)  # forget=sequential's rounds, if any
+        text = markdown(summary, failed, len(runs), unreadable)
+        (out_dir / "report.md").write_text(text + ("\n" + rounds + "\n" if rounds else ""))
         written["files"] = [out_dir / "report.md", out_dir / "report.csv", *plot(summary, out_dir),
-                            *plot_per_example(summary, out_dir)]
+                            *plot_per_example(summary, out_dir), *rounds_files]
     elif failed or unreadable:
         (out_dir / "report.md").write_text(markdown(None, failed, 0, unreadable))
         written["files"] = [out_dir / "report.md"]

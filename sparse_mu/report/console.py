@@ -54,6 +54,10 @@ def run_table(m: dict) -> Table:
             f"{m['disparity_avg']:.2f}"
             f"   device: {m['device']}"
         )
+    if m.get("flops_dense"):
+        notes.append(f"FLOPs per image: {m['flops'] / 1e6:.3g} M of {m['flops_dense'] / 1e6:.3g} M dense "
+                     f"({m['flops_percent']:.1f} %), channel sparsity "
+                     f"{m.get('channel_sparsity', 0.0):.1f} %")
     notes += table_notes(m)
     if m.get("transfer_acc"):
         acc, secs = m["transfer_acc"], m["transfer_time_s"]

@@ -75,6 +75,10 @@ def _table(block: pd.DataFrame) -> list[str]:
         )
         out += ["", f"Original model before unlearning: {notes}."]
     out += _per_example_table(block, order)
+    if "flops_percent_mean" in block and block["flops_percent_mean"].notna().any():
+        flops = block.groupby("variant")["flops_percent_mean"].first().reindex(order)
+        out += ["", "FLOPs per image, % of the dense model (dead channels removed): "
+                + ", ".join(f"{v} {p:.1f}" for v, p in flops.items() if pd.notna(p)) + "."]
     if repeats := int(block["repeats"].sum()):
         out += [
             "",

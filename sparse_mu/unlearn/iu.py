@@ -52,7 +52,7 @@ class InfluenceUnlearning(OneShot):
             if b is None:
                 continue
             x, y, _ = b
-            g = torch.cat([t.reshape(-1) for t in summed_grad(self.net, x, y, keep).values()])
+            g = torch.cat([t.reshape(-1) for t in summed_grad(self.net, x, y, keep, chunk_size=self.chunk).values()])
             self.sums[part] = self.sums[part] + g if part in self.sums else g
             self.counts[part] += len(x)
 

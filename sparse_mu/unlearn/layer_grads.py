@@ -23,6 +23,7 @@ forward-mode AD for other nets; again no per-sample gradient is formed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -98,17 +99,65 @@ def _record(net: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor, y: to
     return {name: (inputs[name][0][0].detach(), grads[name]) for name in layers}
 
 
-def _conv_grads(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight gradients of a chunk, [b, out, in * kh * kw]."""
+def _conv_unfold(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
-    return torch.bmm(d.flatten(2), cols.transpose(1, 2))
+    return torch.bmm(d.flatten(2), cols.transpose(1, 2)).view(len(a), *m.weight.shape)
+
+
+def _conv_each(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The convolution's own weight-gradient kernel, once per sample (what a batch-1 loop runs)."""
+    w = m.weight.detach()
+    return torch.stack([torch.ops.aten.convolution_backward(
+        d[i:i + 1], a[i:i + 1], w, None, m.stride, m.padding, m.dilation, False, [0, 0], 1,
+        [False, True, False])[1] for i in range(len(a))])
+
+
+def _conv_grouped(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """One grouped convolution's weight gradient: the b samples as b groups."""
+    b, out = len(a), m.out_channels
+    w = m.weight.detach().repeat(b, 1, 1, 1)
+    g = torch.ops.aten.convolution_backward(
+        d.reshape(1, b * out, *d.shape[2:]), a.reshape(1, -1, *a.shape[2:]), w, None, m.stride, m.padding,
+        m.dilation, False, [0, 0], b, [False, True, False])[1]
+    return g.view(b, *m.weight.shape)
+
+
+# Per-sample conv weight gradients three ways; which is fastest depends on the layer, the input
+# size and the device (measured: any of the three wins somewhere), so the first chunk of every
+# layer shape times each once and the fastest is kept for the process (`conv_routes`).
+CONV_ROUTES = {"unfold": _conv_unfold, "each": _conv_each, "grouped": _conv_grouped}
+conv_routes: dict[tuple, str] = {}
+
+
+def _conv_grads(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients of a chunk, [b, *weight.shape]."""
+    key = (a.device.type, a.dtype, tuple(a.shape), a.is_contiguous(), tuple(m.weight.shape), m.stride,
+           m.padding, m.dilation)
+    route = conv_routes.get(key)
+    if route is not None:
+        return CONV_ROUTES[route](m, a, d)
+    times, out = {}, None
+    for name, fn in CONV_ROUTES.items():
+        _sync(a)
+        start = time.perf_counter()
+        g = fn(m, a, d)
+        _sync(a)
+        times[name] = time.perf_counter() - start
+        out = g if out is None else out
+    conv_routes[key] = min(times, key=times.__getitem__)
+    return out
+
+
+def _sync(t: torch.Tensor) -> None:
+    if t.device.type == "cuda":
+        torch.cuda.synchronize(t.device)
 
 
 def _per_sample(m: nn.Module, a: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
     """{param: per-sample gradients of a chunk [b, *shape]} for a layer without a sum shortcut."""
     out = {}
     if isinstance(m, nn.Conv2d):
-        out["weight"] = _conv_grads(m, a, d).view(len(a), *m.weight.shape)
+        out["weight"] = _conv_grads(m, a, d)
     elif isinstance(m, nn.Linear):
         out["weight"] = torch.einsum("bto,bti->boi", d.flatten(1, -2), a.flatten(1, -2))
     else:  # BatchNorm, eval mode
@@ -160,27 +209,19 @@ def grad_square_sums(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_
 
 
 def _layer_dots(m: nn.Module, a: torch.Tensor, d: torch.Tensor, us: list[Grads]) -> torch.Tensor:
-    """[b, K]: g_i . u_k over one layer's parameters for K directions, without g_i:
-    <d_i a_i^T, U> = <d_i, layer_U(a_i)>, the K weights stacked into one layer call."""
+    """[b, K]: g_i . u_k over one layer's parameters for K directions. Linear: without g_i,
+    <d_i a_i^T, U> = <d_i, a_i U^T>, the K weights stacked into one layer call (a per-sample
+    weight gradient would be out x in per sample). Conv2d and BatchNorm: the per-sample
+    gradients of a chunk, then K dot products (one weight-gradient's work for all K directions,
+    where K stacked convolutions would cost K times that)."""
+    if not isinstance(m, nn.Linear):
+        return sum(g.flatten(1) @ torch.stack([u[p] for u in us]).flatten(1).T
+                   for p, g in _per_sample(m, a, d).items())
     k = len(us)
-    if isinstance(m, nn.Linear | nn.Conv2d):
-        w = torch.cat([u["weight"] for u in us])
-        if isinstance(m, nn.Linear):
-            out = F.linear(a, w).unflatten(-1, (k, -1)) * d.unsqueeze(-2)  # [b, ..., K, out]
-            out = out.movedim(-2, 1)
-        else:
-            out = F.conv2d(a, w, None, m.stride, m.padding, m.dilation).unflatten(1, (k, -1)) * d.unsqueeze(1)
-    else:  # BatchNorm, eval mode
-        shape = (1, -1) + (1,) * (a.ndim - 2)
-        xhat = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
-        out = torch.stack([d * xhat * u["weight"].view(shape) for u in us], 1) if m.weight is not None \
-            else torch.zeros_like(d).unsqueeze(1).expand(-1, k, *d.shape[1:])
+    out = F.linear(a, torch.cat([u["weight"] for u in us])).unflatten(-1, (k, -1)) * d.unsqueeze(-2)
+    out = out.movedim(-2, 1)  # [b, K, ..., out]
     if m.bias is not None:
-        if isinstance(m, nn.Linear):
-            bias = torch.stack([d * u["bias"] for u in us], 1)
-        else:
-            bias = torch.stack([d * u["bias"].view((1, -1) + (1,) * (d.ndim - 2)) for u in us], 1)
-        out = out + bias
+        out = out + torch.stack([d * u["bias"] for u in us], 1)
     return out.flatten(2).sum(2)
 
 

@@ -109,15 +109,21 @@ def class_grads(net: nn.Module, x: torch.Tensor, *, chunk_size: int | None = Non
     return _masked(grads, keep), prob
 
 
-def summed_grad(net: nn.Module, x: torch.Tensor, y: torch.Tensor, keep: Grads | None = None) -> Grads:
+def summed_grad(net: nn.Module, x: torch.Tensor, y: torch.Tensor, keep: Grads | None = None, *,
+                chunk_size: int | None = None) -> Grads:
     """Gradient of the summed cross-entropy of a batch, i.e. the sum of its per-sample
-    gradients (exactly so in eval mode, where samples do not interact)."""
-    params, rest = _split(net)
-
-    def total(p: Grads) -> torch.Tensor:
-        return F.cross_entropy(functional_call(net, (p, *rest), (x,)), y, reduction="sum")
-
-    return _masked(grad(total)(params), keep)
+    gradients (exactly so in eval mode, where samples do not interact); one backward pass per
+    `chunk_size` samples (None: the whole batch), summed. Chunk only in eval mode: in train mode
+    BatchNorm's batch statistics couple the samples of a chunk."""
+    params = trainable(net)
+    step = chunk_size or len(x)
+    total: list[torch.Tensor] | None = None
+    with torch.enable_grad():
+        for start in range(0, len(x), step):
+            loss = F.cross_entropy(net(x[start:start + step]), y[start:start + step], reduction="sum")
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True, materialize_grads=True)
+            total = list(grads) if total is None else [t + g for t, g in zip(total, grads, strict=True)]
+    return _masked({k: g.detach() for k, g in zip(params, total, strict=True)}, keep)
 
 
 def flatten(grads: Grads) -> torch.Tensor:
