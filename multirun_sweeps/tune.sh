@@ -4,13 +4,13 @@
 # count) at unlearner.budget 0.1, on a held-out seed and class, run once per pruner with the same
 # number of trials. Each study writes optimization_results.yaml (best params and value) and the
 # trials' runs into outputs/studies/tune_<dataset>_<method>_<pruner>/<date_time>/.
-#   multirun_sweeps/tune.sh                 # every digits study (FT, l1-sparse), dense and OMP 95 %
+#   multirun_sweeps/tune.sh                 # every digits study (FT, GA, l1-sparse), dense and OMP 95 %
 #   multirun_sweeps/tune.sh tune_digits_ft  # one study, both pruners
 # Extra arguments after the study names are Hydra overrides for every study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 studies=(); while [[ $# -gt 0 && $1 == tune_* ]]; do studies+=("$1"); shift; done
-[[ ${#studies[@]} -gt 0 ]] || studies=(tune_digits_ft tune_digits_l1_sparse)
+[[ ${#studies[@]} -gt 0 ]] || studies=(tune_digits_ft tune_digits_ga tune_digits_l1_sparse)
 for study in "${studies[@]}"; do
   for pruner in dense omp; do
     python run.py -m +experiment="$study" pruner="$pruner" "$@"
