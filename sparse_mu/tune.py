@@ -13,11 +13,18 @@ below every valid one (the Disparity Average is at most 100):
   retain-loss spike), or its RA is more than `tune.ra_margin` (default 1) points below Retrain's:
   value = 100 + the RA shortfall in points (so a less damaged run still ranks above a worse one);
 - a trial that fails (diverges, raises): value = `FAILED` (300).
+
+`python -m sparse_mu.tune STUDY_DIR ...` writes the tuned file of each finished study
+(`conf/tuned/budget/<dataset>_<unlearner>_<pruner>.yaml`, `tuned_file`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+
+import yaml
 
 OBJECTIVES = ("disparity_ra",)
 PENALTY = 100.0  # added to a constrained-out run's RA shortfall: worse than any Disparity Average
@@ -45,3 +52,62 @@ def trial_value(cfg, metrics: dict | None):
     if metrics is None:
         return FAILED
     return objective(metrics, float(tune.get("ra_margin", 1.0)))
+
+
+def _trials(study_dir: Path) -> list[dict]:
+    """Each trial of a finished study: its searched values (overrides), value and metrics."""
+    out = []
+    for d in sorted((p for p in study_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+        overrides = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
+        cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() else {}
+        m = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else None
+        margin = float((cfg.get("tune") or {}).get("ra_margin", 1.0))
+        out.append({"num": int(d.name), "overrides": overrides, "metrics": m,
+                    "value": objective(m, margin) if m else FAILED})
+    return out
+
+
+def tuned_file(study_dir: str | Path, conf_dir: str | Path | None = None) -> Path:
+    """Write `conf/tuned/budget/<dataset>_<unlearner>_<pruner>.yaml` from a finished study: the
+    best trial's searched values, and in its comments the study, trials, budget, objective, best
+    value and every trial."""
+    study_dir = Path(study_dir)
+    best = yaml.safe_load((study_dir / "optimization_results.yaml").read_text())
+    hydra = yaml.safe_load((study_dir / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    sweeper, choices = hydra["sweeper"], hydra["runtime"]["choices"]
+    trials = _trials(study_dir)
+    cfg = yaml.safe_load((study_dir / "0" / "config.yaml").read_text())
+    name = f"{choices['dataset']}_{choices['unlearner']}_{choices['pruner']}"
+    params = {k.removeprefix("unlearner."): v for k, v in best["best_params"].items()}
+    lines = [
+        f"# Tuned by the Optuna study {sweeper['study_name']} (+experiment={choices.get('experiment')} "
+        f"pruner={choices['pruner']}; docs/sweeps.md), written by `python -m sparse_mu.tune {study_dir}`.",
+        f"# study: {sweeper['study_name']}, TPE (sampler seed {sweeper['sampler'].get('seed')}), searched "
+        + ", ".join(f"{k} {v}" for k, v in sweeper["params"].items()),
+        f"# trials: {len(trials)} ({sum(t['metrics'] is None for t in trials)} failed), held-out seed "
+        f"{cfg['seed']}, forget {choices['forget']} class {cfg['forget'].get('class_idx')}",
+        f"# budget: unlearner.budget={cfg['unlearner'].get('budget')} of Retrain's steps",
+        f"# objective: {cfg['tune']['objective']} (Disparity Avg; 100 + RA shortfall if RA is more than "
+        f"{cfg['tune']['ra_margin']:g} point below Retrain's or the run is damaged; sparse_mu/tune.py), minimised",
+        f"# best value: {best['best_value']:.4f}",
+        "# every trial (value, Disparity Avg, UA, RA, Retrain RA, damaged):",
+    ]
+    for t in sorted(trials, key=lambda t: t["value"]):
+        m = t["metrics"]
+        searched = " ".join(o for o in t["overrides"] if o.split("=")[0] in sweeper["params"])
+        stats = (f"DA {m['disparity_avg']:.2f}, UA {m['UA']:.1f}, RA {m['RA']:.1f}, Retrain RA "
+                 f"{m['retrain']['RA']:.1f}, damaged {m['damaged']}") if m else "failed"
+        lines.append(f"#   {searched}: {t['value']:.3f} ({stats})")
+    body = {"budget": cfg["unlearner"].get("budget"), **params}
+    text = "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False)
+    out = Path(conf_dir or Path(__file__).parent / "conf") / "tuned" / "budget" / f"{name}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(f"wrote {tuned_file(arg)}")
