@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
 
 OBJECTIVES = ("disparity_ra",)
 PENALTY = 100.0  # added to a constrained-out run's RA shortfall: worse than any Disparity Average
@@ -73,8 +74,8 @@ def tuned_file(study_dir: str | Path, conf_dir: str | Path | None = None) -> Pat
     value and every trial."""
     study_dir = Path(study_dir)
     best = yaml.safe_load((study_dir / "optimization_results.yaml").read_text())
-    hydra = yaml.safe_load((study_dir / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
-    sweeper, choices = hydra["sweeper"], hydra["runtime"]["choices"]
+    hydra = OmegaConf.load(study_dir / "0" / ".hydra" / "hydra.yaml").hydra
+    sweeper, choices = hydra.sweeper, hydra.runtime.choices
     trials = _trials(study_dir)
     cfg = yaml.safe_load((study_dir / "0" / "config.yaml").read_text())
     name = f"{choices['dataset']}_{choices['unlearner']}_{choices['pruner']}"
@@ -82,10 +83,10 @@ def tuned_file(study_dir: str | Path, conf_dir: str | Path | None = None) -> Pat
     lines = [
         f"# Tuned by the Optuna study {sweeper['study_name']} (+experiment={choices.get('experiment')} "
         f"pruner={choices['pruner']}; docs/sweeps.md), written by `python -m sparse_mu.tune {study_dir}`.",
-        f"# study: {sweeper['study_name']}, TPE (sampler seed {sweeper['sampler'].get('seed')}), searched "
+        f"# study: {sweeper['study_name']}, TPE (sampler seed {sweeper.sampler.get('seed')}), searched "
         + ", ".join(f"{k} {v}" for k, v in sweeper["params"].items()),
         f"# trials: {len(trials)} ({sum(t['metrics'] is None for t in trials)} failed), held-out seed "
-        f"{cfg['seed']}, forget {choices['forget']} class {cfg['forget'].get('class_idx')}",
+        f"{cfg['seed']}, forget: {choices['forget']} {cfg['forget'].get('class_idx')}",
         f"# budget: unlearner.budget={cfg['unlearner'].get('budget')} of Retrain's steps",
         f"# objective: {cfg['tune']['objective']} (Disparity Avg; 100 + RA shortfall if RA is more than "
         f"{cfg['tune']['ra_margin']:g} point below Retrain's or the run is damaged; sparse_mu/tune.py), minimised",
