@@ -11,8 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 studies=(); while [[ $# -gt 0 && $1 == tune_* ]]; do studies+=("$1"); shift; done
 [[ ${#studies[@]} -gt 0 ]] || studies=(tune_digits_ft tune_digits_ga tune_digits_l1_sparse)
+# A study with a failed (diverged) trial exits 1 after it finishes (the trial scored 300, the report
+# lists it); the next study still runs, and this script exits 1 at the end.
+status=0
 for study in "${studies[@]}"; do
   for pruner in dense omp; do
-    python run.py -m +experiment="$study" pruner="$pruner" "$@"
+    python run.py -m +experiment="$study" pruner="$pruner" "$@" || status=1
   done
 done
+exit $status
