@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The seed-0 line searches behind sparse_mu/conf/tuned/paper/<dataset>_<method>.yaml (docs/reproduction.md):
-# dense and 95 % OMP, class-wise and random forgetting, one sweep per method, into
-# $SWEEPS/tune_<dataset>/<method> (SWEEPS defaults to outputs/sweeps). The data set and model
-# come from the arguments, which are Hydra overrides for every sweep:
-#   multirun_sweeps/tune.sh dataset=cifar10_small arch=lenet
-#   multirun_sweeps/tune.sh dataset=digits
-# A diverging setting fails its job (listed in the report) and the next sweep still runs.
-dataset=$(printf '%s\n' "$@" | sed -n 's/^dataset=//p' | tail -1)
-run() { python "$(dirname "$0")/../run.py" -m tuning=paper pruner=dense,omp forget=class,random \
-        hydra.sweep.dir="${SWEEPS:-outputs/sweeps}/tune_${dataset:-digits}/$1" "${@:2}"; }
-run ga unlearner=ga unlearner.lr=1e-4,2e-4,5e-4,1e-3,3e-3,5e-3,1e-2 "$@"
-run iu unlearner=iu unlearner.alpha=1,5,20 "$@"
-run ff unlearner=ff unlearner.alpha=1e-8,1e-6 "$@"
-run l1_sparse unlearner=l1_sparse unlearner.gamma=1e-4,5e-4,2e-3 forget=class "$@"
-run ft unlearner=ft unlearner.lr=0.01,0.03 "$@"
+# The tuning studies behind sparse_mu/conf/tuned/budget/ (docs/sweeps.md, "Tuning studies"): each
+# preset sparse_mu/conf/experiment/tune_<dataset>_<method>.yaml is an Optuna study (TPE, fixed trial
+# count) at unlearner.budget 0.1, on a held-out seed and class, run once per pruner with the same
+# number of trials. Each study writes optimization_results.yaml (best params and value) and the
+# trials' runs into outputs/studies/tune_<dataset>_<method>_<pruner>/<date_time>/.
+#   multirun_sweeps/tune.sh                 # every digits study (FT, GA, l1-sparse), dense and OMP 95 %
+#   multirun_sweeps/tune.sh tune_digits_ft  # one study, both pruners
+# Extra arguments after the study names are Hydra overrides for every study.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+studies=(); while [[ $# -gt 0 && $1 == tune_* ]]; do studies+=("$1"); shift; done
+[[ ${#studies[@]} -gt 0 ]] || studies=(tune_digits_ft tune_digits_ga tune_digits_l1_sparse)
+# A study with a failed (diverged) trial exits 1 after it finishes (the trial scored 300, the report
+# lists it); the next study still runs, and this script exits 1 at the end.
+status=0
+for study in "${studies[@]}"; do
+  for pruner in dense omp; do
+    python run.py -m +experiment="$study" pruner="$pruner" "$@" || status=1
+  done
+done
+exit $status

@@ -25,11 +25,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
-def _job(cfg: DictConfig) -> dict | None:
+def _job(cfg: DictConfig) -> dict | float | None:
     from sparse_mu import pipeline
     from sparse_mu.cache import global_rank
     from sparse_mu.devices import gpu_for_job
     from sparse_mu.report import print_run
+    from sparse_mu.tune import trial_value
     from sparse_mu.validation import validate
 
     hc = HydraConfig.get()
@@ -48,12 +49,15 @@ def _job(cfg: DictConfig) -> dict | None:
         else:
             log.exception("run failed; traceback in %s", out_dir / "FAILED")
         if hc.mode == RunMode.MULTIRUN:
-            return None  # the sweep goes on; the report lists FAILED jobs
+            return trial_value(cfg, None)  # the sweep goes on; the report lists FAILED jobs
         sys.exit(1)
     if global_rank() == 0:  # under DDP every rank runs the job; one reports it
         print_run(metrics)
         log.info("results: %s", out_dir / "metrics.json")
-    return metrics
+    value = trial_value(cfg, metrics)  # a study's sweeper reads the objective (sparse_mu/tune.py)
+    if value is not metrics:
+        log.info("objective (%s): %.4f", cfg.tune.objective, value)
+    return value
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from sparse_mu.errors import ConfigError
 from sparse_mu.metrics.mia import FEATURES
+from sparse_mu.tune import OBJECTIVES
 
 log = logging.getLogger("sparse_mu")
 
@@ -80,6 +81,12 @@ class Eval:
 
 
 @dataclass
+class Tune:
+    objective: Literal[OBJECTIVES] | None  # type: ignore[valid-type]
+    ra_margin: Annotated[float, Range(0)]
+
+
+@dataclass
 class Unprune:
     enabled: bool
     finetune_epochs: Annotated[int, Range(1)] | None
@@ -108,6 +115,7 @@ class Run:
     checkpoint_every: Annotated[int, Range(0)]
     fast: Fast
     eval: Eval
+    tune: Tune
     unprune: Unprune
     paths: Paths
     transfer: Transfer | None

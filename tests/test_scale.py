@@ -102,7 +102,7 @@ def test_table3_tiny_sweep_trains_each_base_model_once(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, "run.py", "-m", "+experiment=table3_tiny", *TINY,
-         "unlearner=retrain,ft,ga,l1_sparse",  # four of the preset's rows show the same mechanics
+         "unlearner=retrain,ft,ga,l1_sparse", "seed=0,1",  # four of the preset's rows, two of its seeds
          f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"],
         cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )

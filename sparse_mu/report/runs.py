@@ -35,6 +35,7 @@ OPERATIONAL = (
     "trainer.enable_checkpointing",  # Lightning's own checkpoints (resume uses ours)
     "checkpoint_every",  # resumable checkpoints: a resumed run has identical metrics
     "gpu_per_job",  # which GPU a job takes, not what it computes
+    "tune.*",  # what a job returns to a tuning study (sparse_mu/tune.py), not its metrics
     "*workers",  # data-loading processes
     "*.download",  # fetching a data set
 )
