@@ -290,7 +290,7 @@ def test_salun_saliency_on_a_sparse_model_ranks_only_the_unpruned_coordinates(da
     (kept weights of the masked layer, every bias, the head) by |gradient of the summed forget CE|."""
     from sparse_mu.pruning import Mask
 
-    ratio = 0.3
+    ratio = 0.8  # deep enough that a pruned coordinate ranked at any score >= 0 would be picked
     net = copy.deepcopy(memorised)
     g = torch.Generator().manual_seed(0)
     mask = Mask({"1.weight": torch.rand(net[1].weight.shape, generator=g) > 0.5})
@@ -307,7 +307,8 @@ def test_salun_saliency_on_a_sparse_model_ranks_only_the_unpruned_coordinates(da
     want = torch.zeros_like(scores, dtype=torch.bool)
     want[scores.topk(round(ratio * m)).indices] = True
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    module = SalUn(net, UnlearnTask(data, fs, mask, BaseWeights(state, state, state)), epochs=1, ratio=ratio, **PLAIN)
+    module = SalUn(net, UnlearnTask(data, fs, mask, BaseWeights(state, state, state)), epochs=1, ratio=ratio,
+                   **{**PLAIN, "batch_size": 16})  # the forget gradient summed over 3 batches
     fit(module, mask=mask)
     got = torch.cat([module.saliency[k].flatten() for k, _ in net.named_parameters()]) != 0
     assert torch.equal(got, want)
@@ -329,3 +330,20 @@ def test_scrub_skips_the_steps_without_a_loss_term(data, fs, memorised):
         opt.step()
     run(SCRUB, data, fs, net, epochs=2, **{**kw, "momentum": 0.9})
     assert_same_weights(net, want, atol=1e-5)
+
+
+def test_rl_per_epoch_labels_are_uniform_and_drawn_from_the_seed_and_epoch(data, fs):
+    """Labels redrawn per epoch: over all classes (class 0 included, the true one possible),
+    the same for the same (seed, epoch) whatever the global random state, new for another
+    epoch or seed."""
+    def labels(seed, epoch):
+        torch.manual_seed(seed * 100 + epoch + 7)  # the global state must not matter
+        module = RandomLabels(mlp(), task(data, fs), seed=seed, epochs=1, **PLAIN)
+        module.draw_labels(epoch)
+        return module.relabel[fs.forget].clone()
+
+    a = labels(0, 1)
+    assert torch.equal(a, labels(0, 1)) and not torch.equal(a, labels(0, 2)) and not torch.equal(a, labels(1, 1))
+    drawn = torch.cat([labels(0, e) for e in range(5)])
+    assert set(drawn.tolist()) == set(range(10))  # every class, 0 included
+    assert (drawn == data.y[fs.forget].repeat(5)).any()  # the true label too: uniform over all classes
