@@ -204,6 +204,7 @@ def test_evaluate_runs_one_attack_per_feature_and_privacy_on_the_first():
     probs = torch.softmax(Lookup()(x.float() / 255), 1)
     f, r, t = ((probs[i], y[i]) for i in (slice(0, 10), slice(10, 40), slice(40, 55)))
     assert {k for k in m if k.startswith("MIA")} == {"MIA_efficacy", "MIA_efficacy_correctness", "MIA_privacy"}
+    assert "TA_forgotten_class" not in m  # random forgetting: no class is forgotten
     assert m["MIA_efficacy"] == mia_efficacy(r, t, f, seed=0, name="prob") != m["MIA_efficacy_correctness"]
     assert m["MIA_efficacy_correctness"] == mia_efficacy(r, t, f, seed=0, name="correctness")
     assert m["MIA_privacy"] == mia_privacy(r, t, seed=0, name="prob") != mia_privacy(r, t, seed=0, name="correctness")
