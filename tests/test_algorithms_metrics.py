@@ -191,3 +191,20 @@ def test_asr_is_nan_without_images_of_other_classes():
     probs, labels = torch.tensor([[0.2, 0.8], [0.9, 0.1]]), torch.tensor([1, 1])
     out = attack_success(probs, labels, target=1)
     assert math.isnan(out["ASR"]) and out["ASR_legacy"] == pytest.approx(50.0)
+
+
+def test_evaluate_runs_one_attack_per_feature_and_privacy_on_the_first():
+    parts = [_labelled([0, 1] * 5, 6), _labelled([1, 2, 3] * 10, 25), _labelled([1, 2, 3] * 5, 11)]
+    x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    empty = torch.zeros(0, dtype=torch.long)
+    data = ImageData("lookup", x, y, torch.arange(40), empty, torch.arange(40, 55), list("abcd"),
+                     torch.tensor([0.0]), torch.tensor([1.0]), Augment(), "lookup")
+    fs = ForgetSet("random", torch.arange(10), torch.arange(10, 40))
+    m = evaluate(Lookup(), data, fs, seed=0, mia_features=("prob", "correctness"), privacy=True)
+    probs = torch.softmax(Lookup()(x.float() / 255), 1)
+    f, r, t = ((probs[i], y[i]) for i in (slice(0, 10), slice(10, 40), slice(40, 55)))
+    assert {k for k in m if k.startswith("MIA")} == {"MIA_efficacy", "MIA_efficacy_correctness", "MIA_privacy"}
+    assert "TA_forgotten_class" not in m  # random forgetting: no class is forgotten
+    assert m["MIA_efficacy"] == mia_efficacy(r, t, f, seed=0, name="prob") != m["MIA_efficacy_correctness"]
+    assert m["MIA_efficacy_correctness"] == mia_efficacy(r, t, f, seed=0, name="correctness")
+    assert m["MIA_privacy"] == mia_privacy(r, t, seed=0, name="prob") != mia_privacy(r, t, seed=0, name="correctness")

@@ -289,3 +289,26 @@ def test_published_checkpoints_with_bad_masks_or_duplicated_weights_are_refused(
         torch.save({**base, **change}, tmp_path / f"{i}.pth.tar")
         with pytest.raises(ConfigError, match=message):
             load_published(tmp_path / f"{i}.pth.tar", Headed(), mean=None, std=[0.25])
+
+
+def test_published_checkpoints_must_hold_exactly_the_model_keys_as_tensors(tmp_path):
+    base = {"features.weight_orig": torch.ones(3, 4), "features.weight_mask": torch.ones(3, 4),
+            "features.bias": torch.zeros(3), "fc.weight": torch.ones(2, 3), "fc.bias": torch.zeros(2)}
+    extra, short = {**base, "extra.bias": torch.zeros(2)}, {k: v for k, v in base.items() if k != "fc.bias"}
+    for name, sd, message in (("extra", extra, r"keys the model lacks: \['extra.bias'\]; model keys the checkpoint "
+                                              r"lacks: \[\]"),
+                              ("short", short, r"keys the model lacks: \[\]; model keys the checkpoint lacks: "
+                                               r"\['linear.bias'\]")):
+        torch.save({"state_dict": sd}, tmp_path / f"{name}.pth.tar")
+        with pytest.raises(ConfigError, match=message):
+            load_published(tmp_path / f"{name}.pth.tar", Headed())
+    for i, obj in enumerate((torch.ones(3), [torch.ones(3)], {}, {"state_dict": {"w": 1}})):
+        torch.save(obj, tmp_path / f"{i}.pt")
+        with pytest.raises(ConfigError, match=f"{i}.pt: expected a dict of tensors"):
+            load_published(tmp_path / f"{i}.pt", Headed())
+    # the normalisation must match the data set's to 1e-4, per channel
+    torch.save({**base, "normalize.mean": torch.tensor([0.5, 0.4])}, tmp_path / "n.pth.tar")
+    load_published(tmp_path / "n.pth.tar", Headed(), mean=[0.50009, 0.39991])
+    for mean in ([0.5002, 0.4], [0.5, 0.4002], [0.5]):
+        with pytest.raises(ConfigError, match="normalises inputs with mean"):
+            load_published(tmp_path / "n.pth.tar", Headed(), mean=mean)

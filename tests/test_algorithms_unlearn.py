@@ -255,3 +255,95 @@ def test_salun_moves_only_the_weights_of_largest_forget_gradient(data, fs, memor
     moved = torch.cat([(p.detach() != before[k]).flatten() for k, p in net.named_parameters()])
     assert (flat[moved] >= threshold).all()
     assert moved.sum() >= 0.8 * (flat >= threshold).sum()
+
+
+# -- settings that the tests above run at their defaults ----------------------------------------
+
+def test_l1_sparse_passes_its_learning_rate_schedule_on(data, fs):
+    """lr_schedule=step with lr_gamma 0.5 at half of 2 epochs: the second step has half the LR
+    (plain SGD: a step at lr * f is a step at lr on f * loss)."""
+    net, gamma = mlp(), 0.02
+    xr, yr = batch(data, fs.retain)
+
+    def loss(n, e):
+        return (1.0, 0.5)[e] * (F.cross_entropy(n(xr), yr) + gamma * sum(p.abs().sum() for p in n.parameters()))
+
+    want = sgd_reference(net, loss, 2, PLAIN["lr"])
+    run(L1Sparse, data, fs, net, gamma=gamma, schedule="constant", lr_schedule="step", lr_gamma=0.5, milestones=[0.5])
+    assert_same_weights(net, want)
+
+
+def test_rl_fixed_labels_are_always_wrong_also_when_the_new_label_is_class_0(data, fs, monkeypatch):
+    net = mlp()
+    module = RandomLabels(net, task(data, fs, net), epochs=2, relabel="fixed", **PLAIN)
+    spy = _Targets(net, monkeypatch)
+    fit(module)
+    seen = spy.by_index(data)
+    targets = {i: set(seen[i]) for i in fs.forget.tolist()}
+    assert all(len(t) == 1 for t in targets.values())  # one label per sample, kept across epochs
+    assert all(int(data.y[i]) not in t for i, t in targets.items())  # always another class
+    assert any(t == {0} for t in targets.values())  # class 0 is a relabel target too
+
+
+def test_salun_saliency_on_a_sparse_model_ranks_only_the_unpruned_coordinates(data, fs, memorised):
+    """Pruned weights are never salient; the top `ratio` of the m coordinates that can move
+    (kept weights of the masked layer, every bias, the head) by |gradient of the summed forget CE|."""
+    from sparse_mu.pruning import Mask
+
+    ratio = 0.8  # deep enough that a pruned coordinate ranked at any score >= 0 would be picked
+    net = copy.deepcopy(memorised)
+    g = torch.Generator().manual_seed(0)
+    mask = Mask({"1.weight": torch.rand(net[1].weight.shape, generator=g) > 0.5})
+    with torch.no_grad():
+        net[1].weight.mul_(mask.tensors["1.weight"])
+    xf, yf = batch(data, fs.forget)
+    net.zero_grad()
+    F.cross_entropy(net(xf), yf, reduction="sum").backward()
+    movable = {k: mask.tensors[k] if k in mask.tensors else torch.ones_like(p, dtype=torch.bool)
+               for k, p in net.named_parameters()}
+    scores = torch.cat([torch.where(movable[k], p.grad.abs(), -1.0).flatten() for k, p in net.named_parameters()])
+    net.zero_grad()
+    m = int(sum(v.sum() for v in movable.values()))
+    want = torch.zeros_like(scores, dtype=torch.bool)
+    want[scores.topk(round(ratio * m)).indices] = True
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    module = SalUn(net, UnlearnTask(data, fs, mask, BaseWeights(state, state, state)), epochs=1, ratio=ratio,
+                   **{**PLAIN, "batch_size": 16})  # the forget gradient summed over 3 batches
+    fit(module, mask=mask)
+    got = torch.cat([module.saliency[k].flatten() for k, _ in net.named_parameters()]) != 0
+    assert torch.equal(got, want)
+
+
+def test_scrub_skips_the_steps_without_a_loss_term(data, fs, memorised):
+    """forget_epochs 0 and D_f in 4 batches beside 1 batch of D_r: 3 steps per epoch have
+    nothing to learn from and must not step (with momentum, an empty step still moves)."""
+    net = copy.deepcopy(memorised)
+    teacher = copy.deepcopy(memorised).requires_grad_(False)
+    xr, yr = batch(data, fs.retain)
+    kw = {"kd_weight": 0.5, "ce_weight": 1.0, "temperature": 2.0, "forget_epochs": 0, "forget_batch_size": 10}
+    want = copy.deepcopy(net)
+    opt = torch.optim.SGD(want.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        out = want(xr)
+        (F.cross_entropy(out, yr) + 0.5 * _kl(out, teacher(xr), 2.0)).backward()
+        opt.step()
+    run(SCRUB, data, fs, net, epochs=2, **{**kw, "momentum": 0.9})
+    assert_same_weights(net, want, atol=1e-5)
+
+
+def test_rl_per_epoch_labels_are_uniform_and_drawn_from_the_seed_and_epoch(data, fs):
+    """Labels redrawn per epoch: over all classes (class 0 included, the true one possible),
+    the same for the same (seed, epoch) whatever the global random state, new for another
+    epoch or seed."""
+    def labels(seed, epoch):
+        torch.manual_seed(seed * 100 + epoch + 7)  # the global state must not matter
+        module = RandomLabels(mlp(), task(data, fs), seed=seed, epochs=1, **PLAIN)
+        module.draw_labels(epoch)
+        return module.relabel[fs.forget].clone()
+
+    a = labels(0, 1)
+    assert torch.equal(a, labels(0, 1)) and not torch.equal(a, labels(0, 2)) and not torch.equal(a, labels(1, 1))
+    drawn = torch.cat([labels(0, e) for e in range(5)])
+    assert set(drawn.tolist()) == set(range(10))  # every class, 0 included
+    assert (drawn == data.y[fs.forget].repeat(5)).any()  # the true label too: uniform over all classes

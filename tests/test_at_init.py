@@ -79,22 +79,26 @@ def test_grasp_removes_the_highest_scores_and_snip_keeps_the_highest():
     seen = {}
 
     def train(start, mask):
-        seen["mask"] = mask
+        seen["mask"], seen["start"] = mask, start
         return start
 
     class Data:
         y = torch.cat([b[1] for b in data])
 
         def loader(self, idx, batch_size, train):
+            seen["idx"], seen["train"] = idx, train
             x = torch.cat([b[0] for b in data])
             return [(x[idx], self.y[idx], idx)]
 
-    for cls, sign in ((SNIP, 1), (GraSP, -1)):
-        pruner = cls(sparsity=0.5, samples_per_class=100)
-        pruner.prune(net, BaseWeights(base, None, None), train, data=(Data(), torch.arange(12)))
-        batch = [(torch.cat([b[0] for b in data]), Data.y)]
-        net.load_state_dict(base)
-        scores = snip_scores(net, batch) if cls is SNIP else grasp_scores(net, batch, 200.0)
+    batch = [(torch.cat([b[0] for b in data]), Data.y)]
+    assert not torch.equal(grasp_scores(net, batch, 5.0)["0.weight"].sign(), grasp_scores(net, batch, 200.0)["0.weight"].sign())
+    for cls, sign, kw in ((SNIP, 1, {}), (GraSP, -1, {"temperature": 5.0})):
+        pruner = cls(sparsity=0.5, samples_per_class=100, **kw)
+        init = {k: v + 1 for k, v in base.items()}  # the initial weights, not the net's current ones
+        pruner.prune(net, BaseWeights(init, None, None), train, data=(Data(), torch.arange(12)))
+        assert seen["start"] is init and seen["train"] is False and len(seen["idx"]) == 12
+        net.load_state_dict(init)
+        scores = snip_scores(net, batch) if cls is SNIP else grasp_scores(net, batch, 5.0)
         flat_s = torch.cat([sign * scores[k].flatten() for k in scores])
         flat_m = torch.cat([seen["mask"].tensors[k].flatten() for k in scores])
         assert flat_m.sum() == flat_m.numel() // 2
@@ -102,6 +106,11 @@ def test_grasp_removes_the_highest_scores_and_snip_keeps_the_highest():
 
 
 def test_balanced_sample_takes_per_class_seeded():
+    labels = torch.tensor([0] * 10 + [1] * 3 + [2] * 6)
+    among = torch.arange(1, 19)
+    b = balanced_sample(labels, among, 4, seed=0)
+    assert [int((labels[b] == c).sum()) for c in range(3)] == [4, 3, 4]
+    assert len(set(b.tolist())) == 11 and set(b.tolist()) <= set(among.tolist())
     labels = torch.tensor([0] * 10 + [1] * 3)
     a = balanced_sample(labels, torch.arange(13), 4, seed=1)
     assert (labels[a] == 0).sum() == 4 and (labels[a] == 1).sum() == 3
@@ -116,6 +125,27 @@ def test_bad_settings(kwargs, key):
         SNIP(**kwargs)
     with pytest.raises(ConfigError, match="pruner.temperature"):
         GraSP(temperature=0.0)
+    assert SNIP(samples_per_class=1).samples_per_class == 1 and GraSP(temperature=0.5).temperature == 0.5
+
+
+def test_snip_scores_the_seeded_samples_per_class():
+    net, batches = tiny()
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    seen = {}
+
+    class Data:
+        def __init__(self):
+            self.y = y
+
+        def loader(self, idx, batch_size, train):
+            seen["idx"] = idx
+            return [(x[idx], y[idx], idx)]
+
+    base = {k: v.clone() for k, v in net.state_dict().items()}
+    SNIP(sparsity=0.5, samples_per_class=2, seed=3).prune(net, BaseWeights(base, None, None), lambda s, m: s,
+                                                           data=(Data(), torch.arange(12)))
+    assert torch.equal(seen["idx"], balanced_sample(y, torch.arange(12), 2, seed=3))
+    assert len(seen["idx"]) == 5  # 2 of classes 1 and 2, the only sample of class 0
 
 
 @pytest.mark.parametrize("name", ["snip", "grasp"])

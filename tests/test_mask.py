@@ -84,3 +84,24 @@ def test_pruned_weights_stay_zero_through_ft_with_weight_decay_and_momentum(chan
         state = trainer.optimizers[0].state[w]
         assert (state["momentum_buffer"][~m] == 0).all()
     assert weight_sparsity(net) == pytest.approx(mask.sparsity, abs=1e-12)
+
+
+def test_prunable_weights_of_attention_and_with_the_head():
+    """MultiheadAttention's projections are Linear weights in all but name: the fused
+    `in_proj_weight`, or q/k/v_proj_weight when keys and values have other sizes; its
+    `out_proj` is a Linear. The head (the last Linear) only with include_head=True."""
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fused = torch.nn.MultiheadAttention(8, 2)
+            self.split = torch.nn.MultiheadAttention(8, 2, kdim=4, vdim=6)
+            self.norm = torch.nn.LayerNorm(8)
+            self.head = torch.nn.Linear(8, 3)
+
+    net = Block()
+    attention = {"fused.in_proj_weight", "fused.out_proj.weight", "split.q_proj_weight", "split.k_proj_weight",
+                 "split.v_proj_weight", "split.out_proj.weight"}
+    assert set(prunable_weights(net)) == attention
+    assert set(prunable_weights(net, include_head=True)) == attention | {"head.weight"}
+    assert prunable_weights(net)["split.k_proj_weight"] is net.split.k_proj_weight
+    assert prunable_weights(net, include_head=True)["head.weight"] is net.head.weight

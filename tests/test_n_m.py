@@ -61,7 +61,10 @@ def test_the_pruner_scores_the_trained_weights_and_rewinds():
     _, mask = NMPruner().prune(model, BaseWeights(rewind, rewind, trained), train)
     model.load_state_dict(trained)
     assert torch.equal(mask.tensors["1.weight"], n_m_mask(model, 2, 4)[0].tensors["1.weight"])
-    assert seen["start"] is rewind
+    assert seen["start"] is rewind and seen["mask"] is mask  # retrained under the mask it returns
+    NMPruner(rewind="none").prune(model, BaseWeights(rewind, rewind, trained), train)
+    assert seen["start"] is trained
+    assert (NMPruner(n=1, m=2).n, NMPruner(n=1, m=2).m) == (1, 2)  # the smallest pattern is allowed
 
 
 @pytest.mark.parametrize("kwargs, key", [({"n": 4, "m": 4}, "pruner.n"), ({"m": 1}, "pruner.m"),

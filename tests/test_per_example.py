@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +88,104 @@ def test_distances():
     a = {"w": torch.ones(2, 2), "steps": torch.tensor(3)}
     b = {"w": torch.zeros(2, 2), "steps": torch.tensor(5)}
     assert weight_distance(a, b) == pytest.approx(2.0)
+
+
+# -- brute-force references written from the definitions --------------------------------------
+
+def test_gaussian_log_density_is_the_normal_log_pdf():
+    from sparse_mu.metrics.per_example import _gaussian_logpdf
+
+    x, mean, std = torch.tensor([0.3, -2.0, 5.0]), torch.tensor([0.0, 1.0, 4.0]), torch.tensor([0.5, 2.0, 0.1])
+    want = torch.distributions.Normal(mean, std).log_prob(x)
+    torch.testing.assert_close(_gaussian_logpdf(x, mean, std), want)
+
+
+def _ulira_reference(u: torch.Tensor, r: torch.Tensor, min_std: float = 1e-3) -> dict[str, float]:
+    """Leave the target model out of its own kind's fit; score = log N(x; unlearned fit) -
+    log N(x; retrained fit) per example; "unlearned" when the score is above 0."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    scores, truth = [], []
+    for kind, models in ((1, u), (0, r)):
+        for j in range(len(models)):
+            others_u = [u[i] for i in range(len(u)) if not (kind == 1 and i == j)]
+            others_r = [r[i] for i in range(len(r)) if not (kind == 0 and i == j)]
+            for e in range(u.shape[1]):
+                fits = []
+                for group in (others_u, others_r):
+                    v = torch.tensor([float(m[e]) for m in group], dtype=torch.float64)
+                    fits.append(torch.distributions.Normal(v.mean(), max(float(v.std()), min_std)))
+                x = models[j][e].double()
+                scores.append(float(fits[0].log_prob(x) - fits[1].log_prob(x)))
+                truth.append(kind)
+    s, y = np.array(scores), np.array(truth)
+    fpr, tpr, _ = roc_curve(y, s)
+    acc = 0.5 * ((s[y == 1] > 0).mean() + (s[y == 0] <= 0).mean())
+    return {"ulira_acc": 100 * acc, "ulira_auc": 100 * roc_auc_score(y, s),
+            "ulira_tpr_at_1fpr": 100 * float(np.interp(0.01, fpr, tpr))}
+
+
+@pytest.mark.parametrize("models", [3, 5])
+def test_ulira_matches_a_literal_leave_one_out_reference(models):
+    u, r = draws(models, 40, shift=0.7, seed=7), draws(models, 40, seed=8)
+    r[:, :5] = r[0, :5]  # a few examples whose retrained values agree: the std floor min_std
+    got, want = ulira(u, r), _ulira_reference(u, r)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert 50 < want["ulira_acc"] < 100 and 0 < want["ulira_tpr_at_1fpr"] < 100
+
+
+def _epsilon_reference(u: list[float], r: list[float], delta: float) -> float:
+    best = 0.0
+    for t in u + r:
+        fpr = sum(v >= t for v in r) / len(r)  # "unlearned if >= t", wrong on retrained models
+        fnr = sum(v < t for v in u) / len(u)
+        for a, b in ((fpr, fnr), (1 - fpr, 1 - fnr)):  # and the attack "unlearned if < t"
+            for num, den in ((1 - delta - a, b), (1 - delta - b, a)):
+                if num > 0 and den > 0:
+                    best = max(best, math.log(num / den))
+    return best
+
+
+@pytest.mark.parametrize("delta", [0.01, 0.2])
+def test_epsilons_and_forgetting_quality_match_a_brute_force_over_thresholds(delta):
+    g = torch.Generator().manual_seed(0)
+    u = torch.randint(0, 4, (6, 30), generator=g).double()  # few values: many ties at thresholds
+    r = torch.randint(1, 5, (5, 30), generator=g).double()
+    want = [_epsilon_reference(u[:, e].tolist(), r[:, e].tolist(), delta) for e in range(30)]
+    got = example_epsilons(u, r, delta=delta)
+    assert got.dtype == torch.float64 and got.tolist() == pytest.approx(want, abs=1e-12)
+    assert len(set(want)) > 3
+    quality = sum(2 / 2 ** (1 + math.floor(e / 0.3)) for e in want) / 30
+    assert forgetting_quality(u, r, delta=delta, bin_width=0.3) == pytest.approx(quality)
+
+
+def test_klom_matches_per_example_histograms():
+    g = torch.Generator().manual_seed(1)
+    scale = torch.tensor([0.01, 0.3, 1.0, 20.0], dtype=torch.float64)  # ranges below and above 1
+    u = torch.randn(12, 4, generator=g, dtype=torch.float64) * scale + 0.5 * scale
+    r = torch.randn(9, 4, generator=g, dtype=torch.float64) * scale
+    want = []
+    for e in range(4):
+        lo, hi = min(u[:, e].min(), r[:, e].min()).item(), max(u[:, e].max(), r[:, e].max()).item()
+        p = np.histogram(u[:, e].numpy(), bins=5, range=(lo, hi))[0] + 0.5
+        q = np.histogram(r[:, e].numpy(), bins=5, range=(lo, hi))[0] + 0.5
+        p, q = p / p.sum(), q / q.sum()
+        want.append(float((p * np.log(p / q)).sum()))
+    assert klom(u, r, bins=5, eps=0.5).tolist() == pytest.approx(want, rel=1e-9)
+
+
+def test_distances_on_rows_of_unequal_rows_and_weights():
+    p = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]])
+    q = torch.tensor([[0.1, 0.9], [0.6, 0.4], [0.5, 0.5]])
+
+    def kl(a, b):
+        return sum(x * math.log(x / y) for x, y in zip(a, b, strict=True) if x > 0)
+
+    want = sum(0.5 * kl(a, [(x + y) / 2 for x, y in zip(a, b, strict=True)])
+               + 0.5 * kl(b, [(x + y) / 2 for x, y in zip(a, b, strict=True)])
+               for a, b in zip(p.tolist(), q.tolist(), strict=True)) / 3
+    assert js_divergence(p, q) == pytest.approx(want)
+    assert activation_distance(p, q) == pytest.approx(float((p - q).norm(dim=1).mean()))
+    a = {"w": torch.tensor([1.0, -2.0]), "b": torch.tensor([0.5])}
+    b = {"w": torch.tensor([3.0, 1.0]), "b": torch.tensor([0.0])}
+    assert weight_distance(a, b) == pytest.approx(math.sqrt(4 + 9 + 0.25))
