@@ -29,7 +29,7 @@ class LastLayersFineTune(FineTune):
     """CF-k: cross-entropy on D_r updating only the last `k` layers; every other parameter is
     frozen and every other module stays in eval mode (its BatchNorm statistics do not move)."""
 
-    def __init__(self, net: nn.Module, task: UnlearnTask, *, k: int = 1, node: str = "unlearner", **loop):
+    def __init__(self, net: nn.Module, task: UnlearnTask, *, k: int = 3, node: str = "unlearner", **loop):
         super().__init__(net, task, node=node, **loop)
         n_layers = sum(isinstance(m, _LAYERS) for m in net.modules())
         check(isinstance(k, int) and 1 <= k <= n_layers, f"{node}.k",
