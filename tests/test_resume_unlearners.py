@@ -22,6 +22,7 @@ from sparse_mu.unlearn import (
     RandomLabels,
     Retrain,
     SalUn,
+    SFRon,
     UnlearnTask,
 )
 from tests.tiny import small_digits
@@ -37,6 +38,7 @@ METHODS = {
     "neggrad_plus": (NegGradPlus, {**LOOP, "beta": 0.2}),
     "scrub": (SCRUB, {**LOOP, "forget_epochs": 2, "forget_batch_size": 16}),
     "retrain": (Retrain, LOOP),
+    "sfr_on": (SFRon, {**LOOP, "forget_freq": 2}),
 }
 
 

@@ -34,6 +34,7 @@ from sparse_mu.unlearn import (
     RandomLabels,
     SalUn,
     SelectiveSynapticDampening,
+    SFRon,
     UnlearnTask,
 )
 from tests.conftest import CONF, TINY, compose_cfg
@@ -58,6 +59,7 @@ NEW_METHODS = {
     "eu_k": (LastLayersRetrain, {**LOOP, "k": 2}),
     "boundary_shrink": (BoundaryShrink, {**LOOP, "bound": 0.1}),
     "boundary_expand": (BoundaryExpand, LOOP),
+    "sfr_on": (SFRon, {**LOOP, "forget_freq": 1}),
 }
 MASK_TESTED = METHODS | NEW_METHODS  # every method keeps its mask
 

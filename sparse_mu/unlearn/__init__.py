@@ -14,10 +14,11 @@ from sparse_mu.unlearn.retrain import Retrain
 from sparse_mu.unlearn.rl import RandomLabels
 from sparse_mu.unlearn.salun import SalUn
 from sparse_mu.unlearn.scrub import SCRUB
+from sparse_mu.unlearn.sfr_on import SFRon
 from sparse_mu.unlearn.ssd import SelectiveSynapticDampening
 
 __all__ = [
     "SCRUB", "BadTeacher", "BoundaryExpand", "BoundaryShrink", "FineTune", "FisherForgetting", "FisherForgettingBatch", "GradientAscent",
     "InfluenceUnlearning", "L1Sparse", "LastLayersFineTune", "LastLayersRetrain", "NegGradPlus", "OneShot", "RandomLabels", "Retrain", "SalUn",
-    "SelectiveSynapticDampening", "UnlearnTask", "Unlearner",
+    "SFRon", "SelectiveSynapticDampening", "UnlearnTask", "Unlearner",
 ]
