@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_mu.pruning import BaseWeights
+from sparse_mu.pruning import BaseWeights, Mask
 from sparse_mu.unlearn import (
     FisherForgetting,
     FisherForgettingBatch,
@@ -148,6 +148,48 @@ def test_ff_batch_class_surgery_zeroes_the_forgotten_class_row_with_var_1e_4(dat
             assert abs(float(z.mean())) < 0.8 and 0.5 < z_std(z) < 1.6, z
         else:
             assert (row - before).abs().max() < 0.01 < before.abs().max()
+
+
+def test_ff_batch_on_a_sparse_model_the_pruned_coordinates_have_no_gradient(data, model):
+    """ff_batch on a pruned net: a pruned weight is no parameter, its gradient is 0 (as for the
+    published `weight_orig * weight_mask`), so its acc is 0 and its var the cap alpha * 1e3; the
+    mean over input channels runs over the whole row, pruned entries at the cap included; the
+    pruned weights stay exactly 0 and the kept ones get the job seed's draws times sqrt(var)."""
+    alpha = 1e-9
+    g = torch.Generator().manual_seed(2)
+    fs = forget_set(data, data.train[torch.randperm(len(data.train), generator=g)[:40]])
+    net = copy.deepcopy(model)
+    mask = Mask({"1.weight": torch.rand(net[1].weight.shape, generator=g) > 0.5})
+    keep = mask.tensors["1.weight"]
+    with torch.no_grad():
+        net[1].weight.mul_(keep)
+    before = {k: p.detach().clone() for k, p in net.named_parameters()}
+    acc = {k: torch.zeros_like(p) for k, p in net.named_parameters()}
+    chunks = fs.retain.split(32)
+    for idx in chunks:
+        x, _ = batch(data, idx)
+        out = net(x)
+        prob = out.softmax(-1).detach()
+        for c in range(10):
+            grads = torch.autograd.grad(F.cross_entropy(out, torch.full((len(x),), c)), list(net.parameters()),
+                                        retain_graph=True)
+            for (k, _), gk in zip(net.named_parameters(), grads, strict=True):
+                acc[k] += prob[:, c].mean() * (gk * keep if k == "1.weight" else gk).pow(2)
+    # the dense statistic differs on the pruned coordinates: the test can tell the two apart
+    assert bool((acc["1.weight"][~keep] == 0).all())
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    t = UnlearnTask(data, fs, mask, BaseWeights(state, state, state))
+    fit(FisherForgettingBatch(net, t, alpha=alpha, class_surgery=False, chunk_size=4), mask=mask)
+    assert bool((net[1].weight[~keep] == 0).all())
+    gen = torch.Generator().manual_seed(0)
+    for k, d in deltas(net, before).items():
+        var = alpha * (1 / (acc[k] / len(chunks) + 1e-8)).clamp(max=1e2 if k in HEAD else 1e3)
+        var = var.mean(1, keepdim=True).expand_as(var) if var.ndim > 1 else var
+        var = var * 10 if k in HEAD or var.ndim == 1 else var
+        want = var.sqrt() * torch.randn(d.shape, generator=gen)
+        if k == "1.weight":
+            want = want * keep
+        torch.testing.assert_close(d, want, rtol=1e-4, atol=1e-7, msg=k)
 
 
 def test_ff_and_iu_read_their_statistics_with_eval_transforms(data, fs, model, monkeypatch):

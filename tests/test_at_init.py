@@ -41,35 +41,58 @@ def test_snip_is_the_magnitude_of_gradient_times_weight_of_the_summed_loss():
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6)
 
 
-def test_grasp_is_minus_weight_times_hessian_gradient_product():
-    net, batches = tiny()
-    params = [net[0].weight, net[2].weight]
-    t = 200.0
+def hessian_gradient(net: nn.Module, batches: list, t: float) -> dict[str, torch.Tensor]:
+    """H g for the two prunable weights of `tiny`, g the gradient of the cross-entropy of the
+    logits / t summed over the batches: central differences of g along g (use float64)."""
+    params = {"0.weight": net[0].weight, "2.weight": net[2].weight}
 
     def grad_at(shift: list[torch.Tensor]) -> list[torch.Tensor]:
-        saved = [p.detach().clone() for p in params]
+        saved = [p.detach().clone() for p in params.values()]
         with torch.no_grad():
-            for p, s in zip(params, shift, strict=True):
+            for p, s in zip(params.values(), shift, strict=True):
                 p.add_(s)
-        total = [torch.zeros_like(p) for p in params]
+        total = [torch.zeros_like(p) for p in params.values()]
         for x, y in batches:
-            for acc, g in zip(total, torch.autograd.grad(F.cross_entropy(net(x) / t, y), params), strict=True):
+            for acc, g in zip(total, torch.autograd.grad(F.cross_entropy(net(x) / t, y), list(params.values())),
+                              strict=True):
                 acc += g
         with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
+            for p, s in zip(params.values(), saved, strict=True):
                 p.copy_(s)
         return total
 
-    # H g by central differences of the gradient along g, in float64
-    net.double()
-    batches = [(x.double(), y) for x, y in batches]
-    g = grad_at([torch.zeros_like(p) for p in params])
+    g = grad_at([torch.zeros_like(p) for p in params.values()])
     eps = 1e-3 / max(float(v.abs().max()) for v in g)
     plus, minus = grad_at([eps * v for v in g]), grad_at([-eps * v for v in g])
-    hg = [(a - b) / (2 * eps) for a, b in zip(plus, minus, strict=True)]
+    return {k: (a - b) / (2 * eps) for k, a, b in zip(params, plus, minus, strict=True)}
+
+
+def test_grasp_is_minus_weight_times_hessian_gradient_product():
+    net, batches = tiny()
+    net.double()
+    batches = [(x.double(), y) for x, y in batches]
+    t = 200.0
+    hg = hessian_gradient(net, batches, t)
     got = grasp_scores(net, batches, t)
-    for (k, p), h in zip((("0.weight", params[0]), ("2.weight", params[1])), hg, strict=True):
+    for k, h in hg.items():
+        p = dict(net.named_parameters())[k]
         torch.testing.assert_close(got[k], -(p.detach() * h), rtol=1e-4, atol=1e-12)
+
+
+@pytest.mark.parametrize("t", [5.0, 0.5])
+def test_the_grasp_pruner_scores_at_its_own_temperature(t):
+    """GraSP(temperature=t) hands Mask the scores w * (H g) of the logits / t (the weights of
+    highest -w * (H g) removed): the score of the temperature set, not of the default 200."""
+    net, batches = tiny()
+    net.double()
+    batches = [(x.double(), y) for x, y in batches]
+    hg, hg_200 = hessian_gradient(net, batches, t), hessian_gradient(net, batches, 200.0)
+    got = GraSP(sparsity=0.5, temperature=t).scores(net, batches)
+    assert set(got) == set(hg)
+    for k, h in hg.items():
+        w = dict(net.named_parameters())[k].detach()
+        torch.testing.assert_close(got[k], w * h, rtol=1e-4, atol=1e-12)
+        assert not torch.allclose(w * h, w * hg_200[k], rtol=1e-2, atol=1e-12)  # the temperature matters
 
 
 def test_grasp_removes_the_highest_scores_and_snip_keeps_the_highest():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from sparse_mu.data import ClassForget, Digits, prepare
+from sparse_mu.data import Augment, ClassForget, Digits, ImageData, prepare
 from sparse_mu.errors import ConfigError
+from sparse_mu.pruning import BaseWeights
 from sparse_mu.training import Classifier
 from sparse_mu.unlearn import (
     BadTeacher,
@@ -17,9 +21,12 @@ from sparse_mu.unlearn import (
     LastLayersFineTune,
     LastLayersRetrain,
     SelectiveSynapticDampening,
+    UnlearnTask,
 )
 from sparse_mu.unlearn.last_layers import last_layers
 from tests.test_unlearners import LOOP, fit, make_net, make_task
+from tests.tiny import PLAIN, forget_set, sgd_reference, small_digits
+from tests.tiny import fit as fit_tiny
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +253,76 @@ def test_every_unlearner_default_is_its_config_value():
     params = inspect.signature(L1Sparse).parameters
     assert (params["gamma"].default, params["lr_gamma"].default) == (l1.gamma, l1.lr_gamma)
     assert checked >= 20
+
+
+def rgb_data(n: int = 24):
+    """Random 3-channel 5x5 images with a different mean and std per channel."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 5, 5), generator=g, dtype=torch.uint8)
+    empty = torch.zeros(0, dtype=torch.long)
+    return ImageData("rgb", x, torch.arange(n) % 3, torch.arange(n), empty, empty, ["a", "b", "c"],
+                     torch.tensor([0.2, 0.5, 0.7]), torch.tensor([0.1, 0.3, 0.25]), Augment(), "rgb")
+
+
+def tiny_task(data, net, forget):
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    return UnlearnTask(data, forget_set(data, forget), None, BaseWeights(state, state, state))
+
+
+def test_boundary_shrink_steps_each_rgb_channel_in_pixel_units_and_clips_to_valid_pixels():
+    """On RGB data with per-channel mean and std: the attacked image is the original one,
+    in pixels p = x * std + mean, moved by bound * sign(gradient) and clipped to [0, 1] channel
+    by channel, normalised again; the label is the original model's prediction on it."""
+    data = rgb_data()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(75, 3))
+    ref = copy.deepcopy(net).eval()
+    module = BoundaryShrink(net, tiny_task(data, net, torch.arange(12)), **{**LOOP, "epochs": 1}, bound=0.1)
+    module.on_train_epoch_start()
+    seen = []
+    module.attacked.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    x, y, _ = next(iter(data.loader(torch.arange(12), batch_size=12, train=False)))
+    labels = module.neighbour_labels(x, y)
+    xa = x.clone().requires_grad_(True)
+    F.cross_entropy(ref(xa), y).backward()
+    mean, std = torch.tensor([0.2, 0.5, 0.7]).view(3, 1, 1), torch.tensor([0.1, 0.3, 0.25]).view(3, 1, 1)
+    pixels = x * std + mean
+    torch.testing.assert_close(pixels, data.x[:12] / 255.0, atol=1e-5, rtol=0)  # the loader's normalisation
+    stepped = ((pixels + 0.1 * xa.grad.sign()).clamp(0, 1) - mean) / std
+    torch.testing.assert_close(seen[-1], stepped, atol=1e-5, rtol=1e-5)
+    assert torch.equal(labels, ref(stepped).argmax(-1))
+    moved = (stepped - x).abs()
+    assert ((pixels > 0.9) | (pixels < 0.1)).any() and (moved < 0.1 / std - 1e-4).any()  # clipping tested
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_boundary_expand_trains_one_new_head_row_toward_the_shadow_class(bias):
+    """The shadow output is one new row of the head (a bias entry iff the head has biases):
+    one full-batch SGD step of the widened (C + 1)-way head on D_f labelled C, the whole net
+    trained, equals the module's step from the same shadow row."""
+    data = small_digits()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10, bias=bias))
+    forget = torch.arange(0, 200, 5)
+    module = BoundaryExpand(net, tiny_task(data, net, forget), **{**PLAIN, "epochs": 1})
+    own = {id(p) for p in net.parameters()}
+    added = [p for p in module.parameters_to_train() if id(p) not in own]
+    assert sorted(tuple(p.shape) for p in added) == ([(1,), (1, 16)] if bias else [(1, 16)])
+    row = [p.detach().clone() for p in added]
+    wide = copy.deepcopy(net)
+    wide[3] = nn.Linear(16, 11, bias=bias)
+    with torch.no_grad():
+        shadow_w = next(r for r in row if r.ndim == 2)
+        wide[3].weight.copy_(torch.cat([net[3].weight, shadow_w]))
+        if bias:
+            wide[3].bias.copy_(torch.cat([net[3].bias, next(r for r in row if r.ndim == 1)]))
+    x, _, _ = next(iter(data.loader(forget, batch_size=len(forget), train=False)))
+    want = sgd_reference(wide, lambda m, _: F.cross_entropy(m(x), torch.full((len(x),), 10)), steps=1, lr=0.1)
+    fit_tiny(module)
+    for k, p in net.named_parameters():
+        w = dict(want.named_parameters())[k].detach()
+        torch.testing.assert_close(p.detach(), w[:10] if k.startswith("3.") else w, atol=1e-6, rtol=1e-5, msg=k)
+    for p in added:  # the shadow row was trained as the widened head's last row
+        w = want[3].weight if p.ndim == 2 else want[3].bias
+        torch.testing.assert_close(p.detach(), w[10:].detach(), atol=1e-6, rtol=1e-5)
+    assert net(x).shape == (len(x), 10)
