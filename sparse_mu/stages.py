@@ -61,7 +61,7 @@ def base_stage(job: Job, retain: bool = False) -> tuple[Artifact, BaseWeights]:
         save_tensors(_cpu_state(net), work / "final.pt")
         if job.records_confidence:
             save_tensors(module.confidence_record(), work / CONFIDENCE)
-        return {"trained": True, "train_seconds": seconds, **job.quick_accuracy(net)}
+        return {"trained": True, "train_seconds": seconds, "steps": cost.steps_taken(module), **job.quick_accuracy(net)}
 
     art = job.cache.get_or_build("base", inputs, make)
     files = ("init.pt", "rewind.pt", "final.pt") if trained else ("init.pt",)
@@ -91,18 +91,21 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
 
     def make(work: Path, ckpt: Path) -> dict:
         rounds: list[float] = []
+        steps: list[int | None] = []  # per round; a round finished before a resume counts as unknown
 
         def train(start: State, mask: Mask) -> State:
             # Each training run (an IMP round) is kept, so a resumed build skips finished rounds.
             done = work / f"round{len(rounds)}.pt"
             if done.is_file():
                 rounds.append(0.0)
+                steps.append(None)
                 return load_tensors(done)
             L.seed_everything(job.seed, verbose=False)
             net = job.net_with(start)
             module = job.train_profile(net, job.forget.retain if retain else None, epochs)
             logger = CSVLogger(work, name="logs", version=f"round{len(rounds)}")
             rounds.append(job.fit(module, f"prune {len(rounds) + 1}", mask, logger, ckpt / f"round{len(rounds)}"))
+            steps.append(cost.steps_taken(module))
             state = _cpu_state(net)
             save_tensors(state, done)
             return state
@@ -115,7 +118,8 @@ def prune_stage(job: Job, base_art: Artifact, base: BaseWeights, retain: bool = 
         save_tensors(state, work / "model.pt")
         mask.save(work / "mask.pt")
         net = job.net_with(state)
-        return {"train_seconds": sum(rounds), "sparsity": weight_sparsity(net), "rounds": len(rounds),
+        return {"train_seconds": sum(rounds), "steps": None if None in steps else sum(steps),
+                "sparsity": weight_sparsity(net), "rounds": len(rounds),
                 "layer_sparsity": mask.layer_report(), "head": classifier_head(net), **job.quick_accuracy(net)}
 
     art = job.cache.get_or_build("prune", inputs, make)
@@ -214,7 +218,9 @@ def _then_prune_model(job: Job, stage: str, inputs: dict, seed: int, on_all: boo
         save_tensors(state, work / "model.pt")
         seconds = base_art.meta.get("train_seconds", 0.0) + (prune_art.meta["train_seconds"] if prune_art else 0.0)
         settings = {"batch_size": int(job.cfg.train.batch_size), "from": built.key}
-        return {"RTE_s": seconds, "steps": None, "settings": settings, "seed": seed}
+        # both trainings' steps; None for artifacts cached before they were recorded
+        parts = [base_art.meta.get("steps")] + ([prune_art.meta.get("steps")] if prune_art else [])
+        return {"RTE_s": seconds, "steps": None if None in parts else sum(parts), "settings": settings, "seed": seed}
 
     return job.cache.get_or_build(stage, {**inputs, "from": built.key}, make)
 

@@ -4,6 +4,7 @@ application (docs/evaluation.md): keys, settings, and sanity on digits."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 import pytest
@@ -119,3 +120,8 @@ def test_retrain_then_prune_is_named_and_built_from_a_dense_model_on_the_retain_
     assert m["reference_kind"] == "retrain_then_prune" and m["retrain"]["RTE_s"] > 0
     assert len(list((tmp_path / "cache" / "base").glob("*/meta.json"))) == 2  # on D, and on D_r
     assert len(list((tmp_path / "cache" / "prune").glob("*/meta.json"))) == 2
+    # its cost is both trainings on D_r: the dense model's steps plus the pruner's retraining
+    metas = [json.loads(p.read_text()) for stage in ("base", "prune") for p in (tmp_path / "cache" / stage).glob("*/meta.json")]
+    on_retain = [mt["steps"] for mt in metas if "retain_of" in json.dumps(mt["inputs"])]
+    assert len(on_retain) == 2 and min(on_retain) > 0 and m["retrain"]["steps"] == sum(on_retain)
+    assert m["cost_vs_retrain_steps"] == round(m["steps"] / sum(on_retain), 4)
