@@ -98,7 +98,7 @@ def _all_options() -> list[list[str]]:
               "transfer", "debug")
     out = [[f"{g}={p.stem}"] for g in groups for p in sorted((CONF / g).glob("*.yaml"))]
     out += [[f"+experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
-    return [*out, ["tuning=paper"], ["tuning=budget"], ["unlearner@reference=ft"]]
+    return [*out, ["tuning=paper"], ["tuning=budget"], ["tuning=budget_untuned"], ["unlearner@reference=ft"]]
 
 
 def test_every_shipped_option_and_preset_passes_validation():

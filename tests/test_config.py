@@ -47,6 +47,19 @@ def test_tuned_settings_apply_to_their_setting_with_tuning_paper_and_yield_to_th
     assert compose_cfg(group).unlearner == compose_cfg([*group, "tuning=none"]).unlearner  # the default: untuned
 
 
+@pytest.mark.parametrize("tuned", sorted(p.stem for p in (CONF / "tuned" / "budget_untuned").glob("*.yaml")))
+def test_budget_untuned_settings_apply_at_most_a_tenth_of_retrain_and_yield_to_the_command_line(tuned):
+    """sparse_mu/conf/tuned/budget_untuned/<dataset>_<unlearner>.yaml: hand-set values at <= 10 % of Retrain."""
+    dataset = max((d for d in options("dataset") if tuned.startswith(d + "_")), key=len)
+    method = tuned[len(dataset) + 1:]
+    assert method in options("unlearner"), f"sparse_mu/conf/tuned/budget_untuned/{tuned}.yaml names no unlearner"
+    group = [f"dataset={dataset}", f"unlearner={method}"]
+    node = compose_cfg([*group, "tuning=budget_untuned"]).unlearner
+    assert node != compose_cfg(group).unlearner, f"sparse_mu/conf/tuned/budget_untuned/{tuned}.yaml changes nothing"
+    assert node.budget is not None and 0 < node.budget <= 0.1
+    assert compose_cfg([*group, "tuning=budget_untuned", "unlearner.lr=123"]).unlearner.lr == 123
+
+
 @pytest.fixture(scope="module")
 def digits():
     return prepare(build(compose_cfg([]).dataset))
