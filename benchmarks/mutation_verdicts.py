@@ -9,6 +9,19 @@ for line in open(sys.argv[1]):
     if line.startswith("== "): cur=[line[3:].strip(), []]; blocks.append(cur)
     elif cur: cur[1].append(line.rstrip("\n").strip())
 R = [  # (name regex, plus/minus regex, verdict, reason); first match wins
+ # the sampled run of issue 18 (benchmarks/mutation_sample.py): structured, SFR-on, and the rest
+ (r"structured\.x__entries__mutmut_10$|structured\.xǁFilterL1ǁprune__mutmut_40$|scrub\.xǁSCRUBǁtraining_step__mutmut_16$", r"", "pinned after the run", "PINNED_SAMPLE"),
+ (r"structured\.x__graph__", r"verbose=True", "operational", "Torch-Pruning's tracing log"),
+ (r"structured\.x_unsupported__mutmut_5$", r"", "equivalent", "recurse=None is falsy: recurse=False"),
+ (r"structured\.x_unsupported__mutmut_18$", r"", "message", "the refusal's list of module names: any entry refuses"),
+ (r"structured\.xǁFilterL1ǁvalidate", r"\.\.\.", "message", "error text"),
+ (r"", r"softmax\([^()]*\([^()]*\)[^()]*, \)|softmax\(.*, dim=None\)|log_softmax\(student / t, \)", "equivalent", "softmax over the implicit dim: the class dim of 2-D logits"),
+ (r"boundary\.xǁBoundaryExpandǁtraining_step__mutmut_18$", r"", "equivalent", "batch[2], the sample indices, has the labels' shape and dtype: the same tensor of shadow labels"),
+ (r"layer_grads\.x__closed_form__mutmut_10$", r"", "equivalent", "per-sample gradients are taken in eval mode, and a BatchNorm has both running statistics or neither"),
+ (r"rl\.xǁRandomLabelsǁ__init____mutmut_71$", r"", "equivalent", "the per-epoch labels are drawn again at the start of epoch 0"),
+ (r"sfr_on\.x_fisher_ratio_mask__mutmut_5$", r"", "equivalent", "differs only where the forget Fisher is below 1e-15 (no forget gradient)"),
+ (r"sfr_on\.xǁSFRonǁ_fisher__mutmut_27$", r"", "equivalent", "both Fishers scaled alike; only their ratio is used"),
+ (r"sfr_on\.xǁSFRonǁ__init____mutmut_93$", r"", "message", "error text"),
  (r"base\..*on_train_batch_start", r"", "real, pinned outside the selection", "the step budget (an extra step / a return value Lightning does not stop on): tests/test_cost.py checks steps == max_steps end to end, outside the mutation subset"),
  (r"", r"super\(\).__init__\(net, task(, epochs=1, batch_size=batch_size, lr=1.0, seed=seed|, alpha=alpha, batch_size=batch_size|, batch_size=batch_size)?, (\*\*loop|\*\*one_shot|)\)", "message", "`node` dropped: its default is the same \"unlearner\", used only in messages"),
  (r"", r"ConfigError\(f|raise |\"[A-Z ,.'_()=\[\]]{8,}\"|_listed|log\.info|^\s*(None, |len\(dense\)|self\.m, )", "message", "error or log text"),
