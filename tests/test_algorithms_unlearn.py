@@ -127,9 +127,19 @@ def _kl(student_logits, teacher_logits, t):
                     reduction="batchmean") * t * t
 
 
-def test_scrub_minimises_retain_terms_and_maximises_forget_kl_in_its_max_epochs(data, fs, memorised):
+def _smoothed_ce(logits, y, eps):
+    """Cross-entropy against (1 - eps) one-hot + eps / K uniform, written out."""
+    k = logits.shape[1]
+    target = F.one_hot(y, k).float() * (1 - eps) + eps / k
+    return -(target * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_scrub_minimises_retain_terms_and_maximises_forget_kl_in_its_max_epochs(data, fs, memorised,
+                                                                                 label_smoothing):
     """3 epochs, max-steps in the first 2 (at step 0 the student is the teacher, so the KL
-    terms have zero gradient: steps 1 and 2 are where their signs show)."""
+    terms have zero gradient: steps 1 and 2 are where their signs show). The retain CE is the
+    label-smoothed one when label_smoothing > 0."""
     net = copy.deepcopy(memorised)
     teacher = copy.deepcopy(memorised).requires_grad_(False)
     xr, yr = batch(data, fs.retain)
@@ -138,13 +148,13 @@ def test_scrub_minimises_retain_terms_and_maximises_forget_kl_in_its_max_epochs(
 
     def loss(n, e):
         out = n(xr)
-        total = kw["ce_weight"] * F.cross_entropy(out, yr) + kw["kd_weight"] * _kl(out, teacher(xr), 2.0)
+        total = kw["ce_weight"] * _smoothed_ce(out, yr, label_smoothing) + kw["kd_weight"] * _kl(out, teacher(xr), 2.0)
         if e < kw["forget_epochs"]:
             total = total - _kl(n(xf), teacher(xf), 2.0)
         return total
 
     want = sgd_reference(net, loss, 3, 1.0)
-    run(SCRUB, data, fs, net, epochs=3, **{**kw, "lr": 1.0})
+    run(SCRUB, data, fs, net, epochs=3, **{**kw, "lr": 1.0, "label_smoothing": label_smoothing})
     assert_same_weights(net, want, atol=1e-5)
 
 

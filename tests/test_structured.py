@@ -12,12 +12,14 @@ from torch import nn
 from sparse_mu import pipeline
 from sparse_mu.data import ClassForget, Digits, prepare
 from sparse_mu.errors import ConfigError
+from sparse_mu.models.resnet import BasicBlock
 from sparse_mu.pruning import BaseWeights, FilterL1
 from sparse_mu.pruning.structured import (
     channel_groups,
     channel_mask,
     channel_sparsity,
     flops,
+    flops_report,
     select,
     shrunk,
 )
@@ -127,6 +129,90 @@ def test_flops_by_hand_and_the_shrunk_copy_computes_the_same_function():
         assert flops(shrunk(net, SHAPE), SHAPE) == 4338
 
 
+def test_flops_report_fields_by_hand():
+    # the numbers of test_flops_by_hand_...: 12132 dense FLOPs, 4338 with 2 of 4 and 3 of 6 channels
+    assert flops_report(tiny(), SHAPE) == {"flops": 12132, "flops_dense": 12132, "flops_percent": 100.0,
+                                           "channel_sparsity": 0.0}
+    net, _ = _pruned()
+    report = flops_report(net, SHAPE)
+    assert report == {"flops": 4338, "flops_dense": 12132, "flops_percent": pytest.approx(100 * 4338 / 12132),
+                      "channel_sparsity": pytest.approx(50.0)}
+    assert report["flops_percent"] == pytest.approx(35.756676, abs=1e-6)
+    # a dead channel where filter pruning does not apply (LayerNorm): the dense FLOPs, yet the
+    # zero row counts in the channel sparsity (1 of the 4 rows of the only non-head weight)
+    torch.manual_seed(0)
+    ln = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        ln[0].weight[1] = 0
+        ln[0].bias[1] = 0
+    assert flops_report(ln, (4,)) == {"flops": 2 * (4 * 4 + 4 * 2), "flops_dense": 48, "flops_percent": 100.0,
+                                      "channel_sparsity": 25.0}
+    # no matrix products at all: 0 of 0 FLOPs is reported as 100 %
+    assert flops_report(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), SHAPE) == {
+        "flops": 0, "flops_dense": 0, "flops_percent": 100.0, "channel_sparsity": 0.0}
+
+
+PLANES = 6
+
+
+def block_net() -> nn.Module:
+    """The project's ResNet BasicBlock (2 -> 6, stride 2: a 1x1 conv + BN shortcut) - pool - head."""
+    torch.manual_seed(0)
+    net = nn.Sequential(BasicBlock(2, PLANES, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(PLANES, 3))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):  # BN that would turn a zero conv output into a constant
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(0.5, 1.0)
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    net.input_shape = SHAPE
+    return net
+
+
+def test_a_residual_addition_couples_the_shortcut_and_the_second_conv():
+    """conv2 - bn2 and the shortcut's conv - BN add up: their output channels are one group, and
+    removing a channel zeroes it in all four, so the block's output channel is exactly zero."""
+    net = block_net()
+    groups = {g.root: g for g in channel_groups(net, SHAPE)}
+    assert {r: ({e.name for e in g.filters}, {e.name for e in g.extras}) for r, g in groups.items()} == {
+        "0.shortcut.0": ({"0.shortcut.0.weight", "0.conv2.weight"},
+                         {"0.shortcut.1.weight", "0.shortcut.1.bias", "0.bn2.weight", "0.bn2.bias"}),
+        "0.conv1": ({"0.conv1.weight"}, {"0.bn1.weight", "0.bn1.bias"}),
+    }
+    out = groups["0.shortcut.0"]
+    assert out.size == PLANES
+    for e in (*out.filters, *out.extras):
+        assert e.root.tolist() == e.index.tolist() == list(range(PLANES)), e.name  # channel c is c everywhere
+    # the group's L1 score is the sum over both convs: rank by hand
+    l1 = sum(net.get_parameter(k).detach().abs().flatten(1).sum(1).double() for k in ("0.shortcut.0.weight",
+                                                                                      "0.conv2.weight"))
+    gone = sorted(torch.argsort(l1, stable=True)[: PLANES // 2].tolist())
+    order = list(groups)
+    removed = select(net, list(groups.values()), 0.5, True)
+    assert removed[order.index("0.shortcut.0")].tolist() == gone
+    mask = channel_mask(net, list(groups.values()), removed)
+    mask.apply_(net)
+    kept = [c for c in range(PLANES) if c not in gone]
+    for k in ("0.shortcut.0.weight", "0.conv2.weight", "0.shortcut.1.weight", "0.shortcut.1.bias",
+              "0.bn2.weight", "0.bn2.bias"):
+        v = net.get_parameter(k).detach()
+        assert (v[gone] == 0).all() and (v[kept] != 0).reshape(len(kept), -1).any(1).all(), k
+    seen = {}
+    net[0].register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.detach().clone()))
+    for train_mode in (False, True):
+        net.train(train_mode)
+        net(torch.randn(16, *SHAPE) * 3)
+        assert (seen["out"][:, gone] == 0).all() and (seen["out"][:, kept] != 0).any()
+    net.eval()
+    small = shrunk(net, SHAPE)
+    assert small[0].conv2.out_channels == small[0].shortcut[0].out_channels == PLANES - len(gone)
+    assert small[3].in_features == PLANES - len(gone)
+    x = torch.randn(8, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(small(x), net(x), atol=1e-5)
+
+
 def test_unstructured_zeros_do_not_count_as_removed_channels():
     net = tiny()
     with torch.no_grad():
@@ -135,9 +221,13 @@ def test_unstructured_zeros_do_not_count_as_removed_channels():
     assert channel_sparsity(net) == pytest.approx(1 / 10)
 
 
-def test_the_pruner_scores_the_trained_weights_and_rewinds():
+@pytest.mark.parametrize("rewind", ["epoch", "init", "none"])
+def test_the_pruner_scores_the_trained_weights_and_rewinds(rewind):
+    """The mask comes from the trained weights; the retraining starts from the rewind-epoch
+    weights, the initialisation, or (rewind none) the trained weights themselves."""
     trained = tiny().state_dict()
-    rewind = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in trained.items()}
+    init, epoch = ({k: torch.randn_like(v) if v.is_floating_point() else v for k, v in trained.items()}
+                   for _ in range(2))
     seen = {}
 
     def train(start, mask):
@@ -148,8 +238,9 @@ def test_the_pruner_scores_the_trained_weights_and_rewinds():
     with torch.no_grad():
         for p in scratch.parameters():
             p.normal_()  # the scratch net's own weights must not be what is scored
-    _, mask = FilterL1(sparsity=0.5).prune(scratch, BaseWeights(rewind, rewind, trained), train)
-    assert seen["start"] is rewind and seen["mask"] is mask
+    out, mask = FilterL1(sparsity=0.5, rewind=rewind).prune(scratch, BaseWeights(init, epoch, trained), train)
+    assert seen["start"] is {"epoch": epoch, "init": init, "none": trained}[rewind]
+    assert seen["mask"] is mask and out is seen["start"]
     assert torch.equal(mask.tensors["0.weight"], _pruned()[1].tensors["0.weight"])
 
 
