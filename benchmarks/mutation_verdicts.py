@@ -10,7 +10,7 @@ for line in open(sys.argv[1]):
     elif cur: cur[1].append(line.rstrip("\n").strip())
 R = [  # (name regex, plus/minus regex, verdict, reason); first match wins
  # the sampled run of issue 18 (benchmarks/mutation_sample.py): structured, SFR-on, and the rest
- (r"structured\.x__entries__mutmut_10$|structured\.xǁFilterL1ǁprune__mutmut_40$|scrub\.xǁSCRUBǁtraining_step__mutmut_16$", r"", "pinned after the run", "PINNED_SAMPLE"),
+ (r"structured\.x__entries__mutmut_10$|structured\.xǁFilterL1ǁprune__mutmut_40$|scrub\.xǁSCRUBǁtraining_step__mutmut_16$", r"", "pinned after the run", "test_a_residual_addition_couples_the_shortcut_and_the_second_conv, the rewind test at rewind none, SCRUB's exact steps with label smoothing 0.3 (each run on its mutant with MUTANT_UNDER_TEST in mutants/: fails)"),
  (r"structured\.x__graph__", r"verbose=True", "operational", "Torch-Pruning's tracing log"),
  (r"structured\.x_unsupported__mutmut_5$", r"", "equivalent", "recurse=None is falsy: recurse=False"),
  (r"structured\.x_unsupported__mutmut_18$", r"", "message", "the refusal's list of module names: any entry refuses"),
