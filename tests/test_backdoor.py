@@ -101,7 +101,7 @@ def test_bad_backdoor_settings(digits, settings, key):
 
 
 def test_fine_tuning_removes_the_backdoor_of_a_sparse_trojan_model(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("+experiment=backdoor_tiny", "unlearner.epochs=5", "eval.retrain_reference=false")
+    cfg = tiny_cfg("+experiment=backdoor_tiny", "unlearner.budget=null", "unlearner.epochs=5", "eval.retrain_reference=false")
     m = pipeline.run(cfg, tmp_path / "run")
     assert m["sparsity"] == pytest.approx(99.0, abs=0.01)
     assert m["ASR_before"] > 90 and m["original"]["ASR_legacy"] >= m["original"]["ASR"] - 10

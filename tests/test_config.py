@@ -49,15 +49,44 @@ def test_tuned_settings_apply_to_their_setting_with_tuning_paper_and_yield_to_th
 
 @pytest.mark.parametrize("tuned", sorted(p.stem for p in (CONF / "tuned" / "budget_untuned").glob("*.yaml")))
 def test_budget_untuned_settings_apply_at_most_a_tenth_of_retrain_and_yield_to_the_command_line(tuned):
-    """sparse_mu/conf/tuned/budget_untuned/<dataset>_<unlearner>.yaml: hand-set values at <= 10 % of Retrain."""
+    """sparse_mu/conf/tuned/budget_untuned/<dataset>_<unlearner>[_<forget>].yaml: hand-set values at
+    <= 10 % of Retrain (one-shot methods have no steps to budget)."""
     dataset = max((d for d in options("dataset") if tuned.startswith(d + "_")), key=len)
     method = tuned[len(dataset) + 1:]
+    forget = next((f for f in options("forget") if method.endswith("_" + f) and method[:-len(f) - 1] in options("unlearner")), None)
+    method = method[:-len(forget) - 1] if forget else method
     assert method in options("unlearner"), f"sparse_mu/conf/tuned/budget_untuned/{tuned}.yaml names no unlearner"
-    group = [f"dataset={dataset}", f"unlearner={method}"]
+    group = [f"dataset={dataset}", f"unlearner={method}"] + ([f"forget={forget}"] if forget else [])
     node = compose_cfg([*group, "tuning=budget_untuned"]).unlearner
     assert node != compose_cfg(group).unlearner, f"sparse_mu/conf/tuned/budget_untuned/{tuned}.yaml changes nothing"
-    assert node.budget is not None and 0 < node.budget <= 0.1
-    assert compose_cfg([*group, "tuning=budget_untuned", "unlearner.lr=123"]).unlearner.lr == 123
+    if "budget" in node:
+        assert node.budget is not None and 0 < node.budget <= 0.1
+    key = "lr" if "lr" in node else "alpha"
+    assert compose_cfg([*group, "tuning=budget_untuned", f"unlearner.{key}=123"]).unlearner[key] == 123
+
+
+def _preset_runs(preset: str) -> list[list[str]]:
+    """Each swept unlearner of a preset (the other swept settings at their first value)."""
+    cfg = compose_cfg([f"+experiment={preset}"])
+    params = dict(cfg.hydra.sweeper.get("params") or {}) if "hydra" in cfg else {}
+    fixed = [f"{k}={str(v).split(',')[0]}" for k, v in params.items() if k != "unlearner"]
+    unlearners = str(params.get("unlearner", cfg.unlearner_name if "unlearner_name" in cfg else "")).split(",")
+    return [[f"+experiment={preset}", *fixed, *([f"unlearner={u}"] if u else [])] for u in unlearners]
+
+
+CPU_PRESETS = [p.stem for p in (CONF / "experiment").glob("*.yaml")
+               if compose_cfg([f"+experiment={p.stem}"]).dataset.name in ("digits", "cifar10_small")]
+
+
+@pytest.mark.parametrize("preset", sorted(CPU_PRESETS))
+def test_every_cpu_preset_runs_its_iterative_methods_at_most_a_tenth_of_retrain(preset):
+    """Issue 12: in every reproduction preset that runs here, each iterative method's budget is
+    <= 10 % of Retrain's steps (cost.budget_schedule never spends more than the budget)."""
+    for overrides in _preset_runs(preset):
+        node = compose_cfg(overrides).unlearner
+        if "budget" not in node or node.get("then_prune") or str(node._target_).endswith(".Retrain"):
+            continue  # one-shot (no steps), or Retrain itself
+        assert node.budget is not None and 0 < node.budget <= 0.1, (preset, overrides, node.budget)
 
 
 @pytest.fixture(scope="module")
