@@ -32,7 +32,40 @@ def saliency_mask(grads: Grads, keep: Grads | None, ratio: float) -> Grads:
     return out
 
 
-class SalUn(RandomLabels):
+class SaliencyMasked:
+    """For an Unlearner whose gradients are multiplied by a saliency mask (SalUn, SFR-on): the
+    subclass's `saliency_of(keep)` computes it once, in eval mode, from the model as unlearning
+    starts (`ready_saliency`). The mask is saved in the checkpoint, so a resumed run keeps it
+    instead of recomputing it from partly unlearned weights."""
+
+    saliency: Grads
+
+    def saliency_of(self, keep: Grads | None) -> Grads:
+        raise NotImplementedError
+
+    def ready_saliency(self) -> None:
+        params = dict(self.net.named_parameters())
+        if self.saliency:  # restored from the checkpoint
+            self.saliency = {k: m.to(params[k].device, params[k].dtype) for k, m in self.saliency.items()}
+            return
+        was_training = self.net.training
+        self.net.eval()
+        self.saliency = self.saliency_of(keep_masks(self.net, self.task.mask))
+        self.net.train(was_training)
+
+    def mask_gradients(self) -> None:
+        for name, p in self.net.named_parameters():
+            if p.grad is not None and name in self.saliency:
+                p.grad.mul_(self.saliency[name])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["saliency"] = {k: m.cpu() for k, m in self.saliency.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.saliency = checkpoint.get("saliency", {})
+
+
+class SalUn(SaliencyMasked, RandomLabels):
     """RL whose gradients are zero outside a saliency mask (`saliency_mask`): the `ratio` of the
     parameters that can move (pruned weights excluded; biases, BatchNorm and the head included,
     as the published mask ranks every parameter) with the largest |gradient of the
@@ -51,26 +84,14 @@ class SalUn(RandomLabels):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        params = dict(self.net.named_parameters())
-        if self.saliency:  # restored from the checkpoint
-            self.saliency = {k: m.to(params[k].device, params[k].dtype) for k, m in self.saliency.items()}
-            return
-        was_training = self.net.training
-        self.net.eval()
-        keep, total = keep_masks(self.net, self.task.mask), {}
+        self.ready_saliency()
+
+    def saliency_of(self, keep: Grads | None) -> Grads:
+        total: Grads = {}
         for x, y, _ in self.loader("forget", train=False):
             for name, g in summed_grad(self.net, x, y, keep).items():
                 total[name] = total[name] + g if name in total else g
-        self.net.train(was_training)
-        self.saliency = saliency_mask(total, keep, self.ratio)
+        return saliency_mask(total, keep, self.ratio)
 
     def on_after_backward(self) -> None:
-        for name, p in self.net.named_parameters():
-            if p.grad is not None and name in self.saliency:
-                p.grad.mul_(self.saliency[name])
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["saliency"] = {k: m.cpu() for k, m in self.saliency.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.saliency = checkpoint.get("saliency", {})
+        self.mask_gradients()

@@ -11,7 +11,8 @@ from torch import nn
 
 from sparse_mu.errors import check
 from sparse_mu.unlearn.base import Unlearner, UnlearnTask
-from sparse_mu.unlearn.per_sample import Grads, keep_masks, summed_grad
+from sparse_mu.unlearn.per_sample import Grads, summed_grad
+from sparse_mu.unlearn.salun import SaliencyMasked
 
 ALPHA_SCHEDULES = ("cosine", "linear", "constant")
 
@@ -70,7 +71,7 @@ class Interleaved:
             yield "retain", b
 
 
-class SFRon(Unlearner):
+class SFRon(SaliencyMasked, Unlearner):
     """Every optimiser step is one of two kinds, sharing the optimiser (momentum, weight
     decay, LR schedule):
 
@@ -135,18 +136,11 @@ class SFRon(Unlearner):
     def on_train_start(self) -> None:
         super().on_train_start()
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if not self.use_mask:
-            return
-        params = dict(self.net.named_parameters())
-        if self.saliency:  # restored from the checkpoint
-            self.saliency = {k: m.to(params[k].device, params[k].dtype) for k, m in self.saliency.items()}
-            return
-        was_training = self.net.training
-        self.net.eval()
-        keep = keep_masks(self.net, self.task.mask)
-        forget, remain = self._fisher("forget", keep), self._fisher("retain", keep)
-        self.net.train(was_training)
-        self.saliency = fisher_ratio_mask(forget, remain, keep, self.threshold)
+        if self.use_mask:
+            self.ready_saliency()
+
+    def saliency_of(self, keep: Grads | None) -> Grads:
+        return fisher_ratio_mask(self._fisher("forget", keep), self._fisher("retain", keep), keep, self.threshold)
 
     def training_step(self, batch, batch_idx):
         kind, (x, y, _) = batch
@@ -163,14 +157,6 @@ class SFRon(Unlearner):
     def on_before_optimizer_step(self, optimizer) -> None:
         if not self._forget_step:
             return
-        for name, p in self.net.named_parameters():
-            if p.grad is not None and name in self.saliency:
-                p.grad.mul_(self.saliency[name])
+        self.mask_gradients()
         if self.max_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.grad is not None], self.max_norm)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["saliency"] = {k: m.cpu() for k, m in self.saliency.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.saliency = checkpoint.get("saliency", {})
