@@ -9,6 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from tests.tiny import mlp, random_forget, small_digits, trained
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "sparse_mu" / "conf"
 CIFAR_SMALL = ROOT.parent / "shared" / "data" / "cifar10_small.npz"
@@ -38,3 +40,22 @@ def compose_cfg(overrides: list[str], tmp: Path | None = None) -> DictConfig:
 def tiny_cfg(tmp_path):
     """compose(*overrides) with the TINY settings, cache and outputs in tmp_path."""
     return lambda *overrides: compose_cfg([*TINY, *overrides], tmp_path)
+
+
+# The algorithm tests' tiny data (tests/tiny.py): 300 digits, a random forget set, and an MLP that
+# has memorised all of D; module-scoped, so each test file builds them once.
+@pytest.fixture(scope="module")
+def data():
+    return small_digits()
+
+
+@pytest.fixture(scope="module")
+def fs(data):
+    return random_forget(data)
+
+
+@pytest.fixture(scope="module")
+def memorised(data):
+    """An MLP fitted to all of D (forget and retain samples): 100 % accuracy on both, yet not so
+    confident that the gradients vanish."""
+    return trained(data, data.train, mlp(), steps=60)

@@ -17,19 +17,9 @@ from sparse_mu.unlearn import (
     InfluenceUnlearning,
     UnlearnTask,
 )
-from tests.tiny import batch, fit, forget_set, mlp, random_forget, small_digits, trained
+from tests.tiny import batch, fit, forget_set, mlp, random_forget, trained
 
 HEAD = ("3.weight", "3.bias")  # the classifier of tests.tiny.mlp
-
-
-@pytest.fixture(scope="module")
-def data():
-    return small_digits()
-
-
-@pytest.fixture(scope="module")
-def fs(data):
-    return random_forget(data)
 
 
 @pytest.fixture(scope="module")

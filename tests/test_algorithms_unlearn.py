@@ -30,28 +30,8 @@ from tests.tiny import (
     ce,
     fit,
     mlp,
-    random_forget,
     sgd_reference,
-    small_digits,
-    trained,
 )
-
-
-@pytest.fixture(scope="module")
-def data():
-    return small_digits()
-
-
-@pytest.fixture(scope="module")
-def fs(data):
-    return random_forget(data)
-
-
-@pytest.fixture(scope="module")
-def memorised(data):
-    """An MLP fitted to all of D (forget and retain samples): 100 % accuracy on both, yet not so
-    confident that the gradients vanish."""
-    return trained(data, data.train, mlp(), steps=60)
 
 
 def task(data, fs, net=None):

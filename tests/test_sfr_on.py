@@ -23,25 +23,7 @@ from tests.tiny import (
     ce,
     fit,
     mlp,
-    random_forget,
-    small_digits,
-    trained,
 )
-
-
-@pytest.fixture(scope="module")
-def data():
-    return small_digits()
-
-
-@pytest.fixture(scope="module")
-def fs(data):
-    return random_forget(data)
-
-
-@pytest.fixture(scope="module")
-def memorised(data):
-    return trained(data, data.train, mlp(), steps=60)
 
 
 def task(data, fs, net, mask=None):
