@@ -9,8 +9,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from tests.tiny import mlp, random_forget, small_digits, trained
-
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "sparse_mu" / "conf"
 CIFAR_SMALL = ROOT.parent / "shared" / "data" / "cifar10_small.npz"
@@ -20,6 +18,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # One intra-op thread (also for the CLI tests' subprocesses): the tests' tensors are tiny, and on a
 # shared 2-core machine OpenMP threads waiting for each other made them up to 10x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# imported after the thread setting: tests.tiny imports torch, which reads OMP_NUM_THREADS once
+from tests.tiny import mlp, random_forget, small_digits, trained  # noqa: E402
 
 # Short schedules: seconds per run on two CPU cores, still long enough to fit digits.
 TINY = [
