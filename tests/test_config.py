@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from sparse_mu.config import build
 from sparse_mu.data import prepare
@@ -66,27 +69,41 @@ def test_budget_untuned_settings_apply_at_most_a_tenth_of_retrain_and_yield_to_t
 
 
 def _preset_runs(preset: str) -> list[list[str]]:
-    """Each swept unlearner of a preset (the other swept settings at their first value)."""
-    cfg = compose_cfg([f"+experiment={preset}"])
-    params = dict(cfg.hydra.sweeper.get("params") or {}) if "hydra" in cfg else {}
-    fixed = [f"{k}={str(v).split(',')[0]}" for k, v in params.items() if k != "unlearner"]
-    unlearners = str(params.get("unlearner", cfg.unlearner_name if "unlearner_name" in cfg else "")).split(",")
-    return [[f"+experiment={preset}", *fixed, *([f"unlearner={u}"] if u else [])] for u in unlearners]
+    """The runs of a preset that can differ in their unlearner settings: every swept unlearner,
+    pruner and forgetting setting (the tuned files depend on them), the rest at its first value."""
+    # compose() leaves out the hydra node, so the sweep's parameters come from the preset's file
+    sweep = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
+    params = {k: str(v).split(",") for k, v in (OmegaConf.select(sweep, "hydra.sweeper.params") or {}).items()}
+    axes = [[f"{k}={v}" for v in (vs if k in ("unlearner", "pruner", "forget") else vs[:1])] for k, vs in params.items()]
+    return [[f"+experiment={preset}", *combo] for combo in itertools.product(*axes)]
 
 
-CPU_PRESETS = [p.stem for p in (CONF / "experiment").glob("*.yaml")
-               if compose_cfg([f"+experiment={p.stem}"]).dataset.name in ("digits", "cifar10_small")]
+PRESETS = [p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("tune_")]
+# |D| (training split) and classes of the presets' data sets, for methods that run epochs of D_f
+TRAIN_SIZE = {"digits": (1295, 10), "cifar10_small": (9000, 10), "cifar10": (45000, 10)}
 
 
-@pytest.mark.parametrize("preset", sorted(CPU_PRESETS))
-def test_every_cpu_preset_runs_its_iterative_methods_at_most_a_tenth_of_retrain(preset):
-    """Issue 12: in every reproduction preset that runs here, each iterative method's budget is
-    <= 10 % of Retrain's steps (cost.budget_schedule never spends more than the budget)."""
+def _epochs_cost(cfg) -> float:
+    """Steps over Retrain's of a method that runs `epochs` over D_f (GA without a budget), at
+    class-wise (one class of a balanced set) or random forgetting (`forget.fraction`)."""
+    n, classes = TRAIN_SIZE[cfg.dataset.name]
+    n_f = n * (cfg.forget.fraction if "fraction" in cfg.forget else 1 / classes)
+    steps = cfg.unlearner.epochs * math.ceil(n_f / cfg.unlearner.batch_size)
+    return steps / (cfg.reference.epochs * math.ceil((n - n_f) / cfg.reference.batch_size))
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_runs_its_iterative_methods_at_most_a_tenth_of_retrain(preset):
+    """Issue 12: in every reproduction preset (CPU and GPU scale), each swept iterative method's
+    budget is <= 10 % of Retrain's steps (cost.budget_schedule never spends more than it); a
+    method without a budget (GA's default: `epochs` over D_f) is checked by its step count."""
     for overrides in _preset_runs(preset):
-        node = compose_cfg(overrides).unlearner
+        cfg = compose_cfg(overrides)
+        node = cfg.unlearner
         if "budget" not in node or node.get("then_prune") or str(node._target_).endswith(".Retrain"):
             continue  # one-shot (no steps), or Retrain itself
-        assert node.budget is not None and 0 < node.budget <= 0.1, (preset, overrides, node.budget)
+        cost = node.budget if node.budget is not None else _epochs_cost(cfg)
+        assert 0 < cost <= 0.1, (preset, overrides, cost)
 
 
 @pytest.fixture(scope="module")
