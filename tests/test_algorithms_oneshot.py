@@ -17,7 +17,7 @@ from sparse_mu.unlearn import (
     InfluenceUnlearning,
     UnlearnTask,
 )
-from tests.tiny import batch, fit, forget_set, mlp, random_forget, trained
+from tests.tiny import batch, ff_batch_statistic, fit, forget_set, mlp, random_forget, trained
 
 HEAD = ("3.weight", "3.bias")  # the classifier of tests.tiny.mlp
 
@@ -80,23 +80,6 @@ def test_ff_noise_std_is_min_sqrt_alpha_over_per_sample_fisher_and_1e3_x10_on_th
         assert 0.9 < z_std(z) < 1.1 and abs(float(z.mean())) < 0.1 and z.abs().max() < 5.5
 
 
-def _ff_batch_statistic(net, data, chunks, keep=None) -> dict:
-    """ff_batch's accumulator written out: per batch, sum over classes c of the batch-mean
-    p(c|x) times the squared gradient of the mean CE towards c (pruned coordinates masked)."""
-    keep = keep or {}
-    acc = {k: torch.zeros_like(p) for k, p in net.named_parameters()}
-    for idx in chunks:
-        x, _ = batch(data, idx)
-        out = net(x)
-        prob = out.softmax(-1).detach()
-        for c in range(10):
-            grads = torch.autograd.grad(F.cross_entropy(out, torch.full((len(x),), c)), list(net.parameters()),
-                                        retain_graph=True)
-            for (k, _), gk in zip(net.named_parameters(), grads, strict=True):
-                acc[k] += prob[:, c].mean() * (gk * keep[k] if k in keep else gk).pow(2)
-    return acc
-
-
 def test_ff_batch_noise_var_is_the_published_per_batch_class_statistic(data, model):
     """ff_batch (no class surgery in random forgetting): per batch of 32 and class c,
     acc += mean_batch p(c|x) * (grad of the batch-mean CE toward c)^2, averaged over batches;
@@ -108,7 +91,7 @@ def test_ff_batch_noise_var_is_the_published_per_batch_class_statistic(data, mod
     net = copy.deepcopy(model)
     before = {k: p.detach().clone() for k, p in net.named_parameters()}
     chunks = fs.retain.split(32)
-    acc = _ff_batch_statistic(net, data, chunks)
+    acc = ff_batch_statistic(net, (batch(data, idx)[0] for idx in chunks))
     fit(FisherForgettingBatch(net, task(data, fs, net), alpha=alpha, class_surgery=True, chunk_size=4))
     for k, d in deltas(net, before).items():
         var = alpha * (1 / (acc[k] / len(chunks) + 1e-8)).clamp(max=1e2 if k in HEAD else 1e3)
@@ -163,7 +146,7 @@ def test_ff_batch_on_a_sparse_model_the_pruned_coordinates_have_no_gradient(data
         net[1].weight.mul_(keep)
     before = {k: p.detach().clone() for k, p in net.named_parameters()}
     chunks = fs.retain.split(32)
-    acc = _ff_batch_statistic(net, data, chunks, {"1.weight": keep})
+    acc = ff_batch_statistic(net, (batch(data, idx)[0] for idx in chunks), {"1.weight": keep})
     # the dense statistic differs on the pruned coordinates: the test can tell the two apart
     assert bool((acc["1.weight"][~keep] == 0).all())
     state = {k: v.clone() for k, v in net.state_dict().items()}

@@ -38,6 +38,7 @@ from sparse_mu.unlearn import (
     UnlearnTask,
 )
 from tests.conftest import CONF, TINY, compose_cfg
+from tests.tiny import ff_batch_statistic
 
 LOOP = {"epochs": 2, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.05}
 METHODS = {
@@ -280,15 +281,7 @@ def test_ff_batch_statistic_is_the_published_one(digits):
     fit(module, batches=2)
     net.eval()
     batches = list(module.loader("retain", train=False))[:2]
-    want = {k: torch.zeros_like(p) for k, p in net.named_parameters()}
-    for x, _, _ in batches:
-        out = net(x)
-        prob = out.softmax(-1).detach()
-        for c in range(10):
-            grads = torch.autograd.grad(F.cross_entropy(out, torch.full((len(x),), c)), list(net.parameters()),
-                                        retain_graph=True)
-            for (k, _), g in zip(net.named_parameters(), grads, strict=True):
-                want[k] += prob[:, c].mean() * g.pow(2)
+    want = ff_batch_statistic(net, (x for x, _, _ in batches))
     for k in want:
         torch.testing.assert_close(module.stats[k] / module.count, want[k] / 2, atol=1e-9, rtol=1e-4, msg=k)
 

@@ -107,3 +107,20 @@ def random_forget(data: ImageData, count: int = 40, seed: int = 0) -> ForgetSet:
     """`count` seeded samples of D as a random forget set."""
     g = torch.Generator().manual_seed(seed)
     return forget_set(data, data.train[torch.randperm(len(data.train), generator=g)[:count]])
+
+
+def ff_batch_statistic(net: nn.Module, inputs, keep: dict | None = None, classes: int = 10) -> dict:
+    """ff_batch's accumulator written out: per input batch, sum over classes c of the batch-mean
+    p(c|x) times the squared gradient of the batch-mean CE towards c; coordinates outside `keep`
+    (a pruning mask per parameter name) are zeroed."""
+    keep = keep or {}
+    acc = {k: torch.zeros_like(p) for k, p in net.named_parameters()}
+    for x in inputs:
+        out = net(x)
+        prob = out.softmax(-1).detach()
+        for c in range(classes):
+            grads = torch.autograd.grad(F.cross_entropy(out, torch.full((len(x),), c)), list(net.parameters()),
+                                        retain_graph=True)
+            for (k, _), g in zip(net.named_parameters(), grads, strict=True):
+                acc[k] += prob[:, c].mean() * (g * keep[k] if k in keep else g).pow(2)
+    return acc
